@@ -1,0 +1,84 @@
+"""The solver contract's types: a :class:`Problem` in, a :class:`Reconstruction` out.
+
+Every solver in :mod:`medrecon.solvers` is a plain function
+``solve(problem, [prior,] *, ..., generator=None, callback=None) -> Reconstruction``.
+A ``callback(step, n_steps, x)`` is called after each iteration (the command
+line turns it into a progress bar); solvers do not log or time themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from medrecon.errors import OperatorShapeError
+from medrecon.operators.base import LinearOperator
+
+Callback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """``y = A x0 + n`` with ``n ~ N(0, sigma_y^2 I)``; ``y`` is ``(*batch, *A.range_shape)``."""
+
+    operator: LinearOperator
+    y: torch.Tensor
+    sigma_y: float = 0.0
+
+    def __post_init__(self) -> None:
+        A, y = self.operator, self.y
+        if tuple(y.shape[y.ndim - len(A.range_shape):]) != A.range_shape or \
+                y.ndim < len(A.range_shape):
+            raise OperatorShapeError(
+                f"measurement of shape {tuple(y.shape)} does not fit {A.name}, whose range is "
+                f"(..., {', '.join(map(str, A.range_shape))})")
+        if y.dtype != A.range_dtype:
+            raise OperatorShapeError(f"measurement is {y.dtype}, {A.name} gives {A.range_dtype}")
+        if not bool(torch.isfinite(y).all()):
+            raise OperatorShapeError("measurement contains NaN or infinite values")
+        if not self.sigma_y >= 0:
+            raise OperatorShapeError(f"sigma_y must be >= 0, got {self.sigma_y}")
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.y.shape[: self.y.ndim - len(self.operator.range_shape)]
+
+    def image_like(self, fill: float = 0.0) -> torch.Tensor:
+        """A constant image of the batch's shape on the operator's device and dtype."""
+        return torch.full((*self.batch_shape, *self.operator.domain_shape), fill,
+                          dtype=self.operator.dtype, device=self.operator.device)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Relative data residual ``||A x - y|| / ||y||`` per batch item."""
+        dims = tuple(range(-len(self.operator.range_shape), 0))
+        r = torch.linalg.vector_norm(self.operator(x) - self.y, dim=dims)
+        return r / torch.linalg.vector_norm(self.y, dim=dims).clamp_min(torch.finfo(r.dtype).tiny)
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """What every solver returns.
+
+    Attributes:
+        image: the estimate, ``(*batch, *domain_shape)``.
+        method: the solver's name.
+        iterations: iterations (or sampling steps) run.
+        residuals: relative data residual per iteration, ``(iterations, *batch)``.
+        nfe: network (denoiser) evaluations; 0 for classical methods.
+        samples: posterior samples ``(n_samples, *batch, *domain)`` for samplers.
+        std: pixelwise standard deviation of the samples.
+        timings: seconds per phase, filled by :func:`medrecon.solvers.solve`.
+        info: small method-specific facts (e.g. ``{"stopped": "tolerance"}``).
+    """
+
+    image: torch.Tensor
+    method: str
+    iterations: int = 0
+    residuals: torch.Tensor | None = None
+    nfe: int = 0
+    samples: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,207 @@
+"""CT acquisition geometry in physical units.
+
+A :class:`CTGeometry` describes a 2D parallel-beam or flat-detector fan-beam
+scan: the image grid (rows x cols of square pixels, ``pixel_size`` mm, centred on
+the isocentre), the projection angles in radians, the detector (``n_detectors``
+cells of ``detector_spacing`` mm, centred) and for fan beam the
+source-to-isocentre and isocentre-to-detector distances in mm. Line integrals
+are in mm, so an image of linear attenuation in 1/mm gives a dimensionless
+sinogram.
+
+Angle convention (ASTRA's): at angle ``theta`` the parallel rays travel along
+``(sin theta, -cos theta)`` in the image plane (x to the right along columns, y up
+against rows), and the fan-beam source sits at ``R (sin theta, -cos theta)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Beam = Literal["parallel", "fan"]
+BEAMS: tuple[str, ...] = ("parallel", "fan")
+
+
+def angles_over(n_views: int, turn: Literal["half", "full"] = "half") -> np.ndarray:
+    """``n_views`` equally spaced angles over a half turn ``[0, pi)`` or a full turn ``[0, 2 pi)``."""
+    if n_views < 1:
+        raise ValueError(f"number of views must be at least 1, got {n_views}")
+    if turn not in ("half", "full"):
+        raise ValueError(f"turn must be 'half' or 'full', got {turn!r}")
+    span = math.pi if turn == "half" else 2 * math.pi
+    return np.linspace(0.0, span, n_views, endpoint=False)
+
+
+@dataclass(frozen=True)
+class CTGeometry:
+    """A 2D CT scan geometry; build one with :meth:`parallel` or :meth:`fan`.
+
+    >>> g = CTGeometry.parallel((256, 256), n_views=60)
+    >>> g.sinogram_shape
+    (60, 365)
+    """
+
+    beam: Beam
+    image_shape: tuple[int, int]
+    angles: tuple[float, ...]
+    n_detectors: int
+    pixel_size: float = 1.0
+    detector_spacing: float = 1.0
+    source_to_isocenter: float | None = None
+    isocenter_to_detector: float | None = None
+    _angles_array: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_shape", tuple(int(n) for n in self.image_shape))
+        object.__setattr__(self, "angles", tuple(float(a) for a in np.ravel(self.angles)))
+        object.__setattr__(self, "_angles_array", np.asarray(self.angles, dtype=np.float64))
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"geometry field {name!r}: {why}")
+
+        if self.beam not in BEAMS:
+            raise bad("beam", f"must be one of {BEAMS}, got {self.beam!r}")
+        if len(self.image_shape) != 2 or min(self.image_shape) < 1:
+            raise bad("image_shape", f"must be two positive sizes, got {self.image_shape}")
+        if not self.angles:
+            raise bad("angles", "no projection angles")
+        if not np.all(np.isfinite(self._angles_array)):
+            raise bad("angles", "contains NaN or infinite values")
+        if int(self.n_detectors) != self.n_detectors or self.n_detectors < 1:
+            raise bad("n_detectors", f"must be a positive integer, got {self.n_detectors}")
+        for name in ("pixel_size", "detector_spacing"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise bad(name, f"must be a positive length in mm, got {value}")
+        if self.beam == "fan":
+            for name in ("source_to_isocenter", "isocenter_to_detector"):
+                value = getattr(self, name)
+                if value is None or not (math.isfinite(value) and value > 0):
+                    raise bad(name, f"fan beam needs a positive distance in mm, got {value}")
+            if self.field_of_view_radius >= self.source_to_isocenter:
+                raise bad("source_to_isocenter", "the source lies inside the image")
+
+    # -- constructors --------------------------------------------------------
+    @classmethod
+    def parallel(cls, image_shape: Sequence[int], n_views: int | None = None, *,
+                 angles: Sequence[float] | np.ndarray | None = None, turn: str = "half",
+                 n_detectors: int | None = None, pixel_size: float = 1.0,
+                 detector_spacing: float | None = None) -> CTGeometry:
+        """Parallel beam; angles as a count over a ``turn`` or as an array (radians).
+        By default the detector has the pixel pitch and covers the image diagonal."""
+        angles = _angles(n_views, angles, turn)
+        spacing = pixel_size if detector_spacing is None else detector_spacing
+        if n_detectors is None:
+            diagonal = math.hypot(*image_shape) * pixel_size
+            n_detectors = int(math.ceil(diagonal / spacing)) + 3
+        return cls("parallel", tuple(image_shape), angles, n_detectors, pixel_size, spacing)
+
+    @classmethod
+    def fan(cls, image_shape: Sequence[int], n_views: int | None = None, *,
+            angles: Sequence[float] | np.ndarray | None = None, turn: str = "full",
+            source_to_isocenter: float = 500.0, isocenter_to_detector: float = 500.0,
+            n_detectors: int | None = None, pixel_size: float = 1.0,
+            detector_spacing: float | None = None) -> CTGeometry:
+        """Flat-detector fan beam; by default a full turn, a detector pitch of the
+        pixel size times the magnification, and a detector wide enough for the
+        circle around the image."""
+        angles = _angles(n_views, angles, turn)
+        magnification = (source_to_isocenter + isocenter_to_detector) / source_to_isocenter
+        spacing = pixel_size * magnification if detector_spacing is None else detector_spacing
+        if n_detectors is None:
+            radius = math.hypot(*image_shape) * pixel_size / 2
+            if radius >= source_to_isocenter:
+                raise ValueError("geometry field 'source_to_isocenter': the source lies inside "
+                                 "the image")
+            half_fan = math.asin(radius / source_to_isocenter)
+            half_width = (source_to_isocenter + isocenter_to_detector) * math.tan(half_fan)
+            n_detectors = int(math.ceil(2 * half_width / spacing)) + 3
+        return cls("fan", tuple(image_shape), angles, n_detectors, pixel_size, spacing,
+                   source_to_isocenter, isocenter_to_detector)
+
+    # -- derived quantities ----------------------------------------------------
+    @property
+    def angles_array(self) -> np.ndarray:
+        """The angles as a float64 array (radians)."""
+        return self._angles_array.copy()
+
+    @property
+    def n_views(self) -> int:
+        return len(self.angles)
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int]:
+        """``(n_views, n_detectors)``."""
+        return (self.n_views, self.n_detectors)
+
+    @property
+    def field_of_view_radius(self) -> float:
+        """Radius (mm) of the circle around the image grid."""
+        return math.hypot(*self.image_shape) * self.pixel_size / 2
+
+    @property
+    def magnification(self) -> float:
+        if self.beam == "parallel":
+            return 1.0
+        return (self.source_to_isocenter + self.isocenter_to_detector) / self.source_to_isocenter
+
+    @property
+    def angular_coverage(self) -> float:
+        """Span of the angles plus one angular step (radians)."""
+        a = np.sort(self._angles_array)
+        step = float(np.median(np.diff(a))) if len(a) > 1 else 0.0
+        return float(a[-1] - a[0] + step)
+
+    def with_angles(self, angles: Sequence[float] | np.ndarray) -> CTGeometry:
+        """The same scanner with other angles (e.g. a subset of views)."""
+        return CTGeometry(self.beam, self.image_shape, tuple(np.ravel(angles)), self.n_detectors,
+                          self.pixel_size, self.detector_spacing, self.source_to_isocenter,
+                          self.isocenter_to_detector)
+
+    # -- serialisation (HDF5 attributes, JSON) ---------------------------------
+    def to_dict(self) -> dict:
+        """Plain values (angles as a list); inverse of :meth:`from_dict`."""
+        d = {"beam": self.beam, "image_shape": list(self.image_shape),
+             "angles": list(self.angles), "n_detectors": self.n_detectors,
+             "pixel_size": self.pixel_size, "detector_spacing": self.detector_spacing}
+        if self.beam == "fan":
+            d["source_to_isocenter"] = self.source_to_isocenter
+            d["isocenter_to_detector"] = self.isocenter_to_detector
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> CTGeometry:
+        """Build from :meth:`to_dict` output; raises ``ValueError`` naming a missing
+        or bad field."""
+        required = ["beam", "image_shape", "angles", "n_detectors", "pixel_size",
+                    "detector_spacing"]
+        if d.get("beam") == "fan":
+            required += ["source_to_isocenter", "isocenter_to_detector"]
+        for name in required:
+            if name not in d:
+                raise ValueError(f"geometry field {name!r}: missing")
+        try:
+            beam = str(d["beam"].decode() if isinstance(d["beam"], bytes) else d["beam"])
+            return cls(beam, tuple(int(n) for n in np.ravel(d["image_shape"])),
+                       tuple(float(a) for a in np.ravel(d["angles"])), int(d["n_detectors"]),
+                       float(d["pixel_size"]), float(d["detector_spacing"]),
+                       None if beam != "fan" else float(d["source_to_isocenter"]),
+                       None if beam != "fan" else float(d["isocenter_to_detector"]))
+        except (TypeError, ValueError) as exc:
+            if str(exc).startswith("geometry field"):
+                raise
+            raise ValueError(f"geometry: {exc}") from None
+
+
+def _angles(n_views: int | None, angles, turn: str) -> tuple[float, ...]:
+    if (n_views is None) == (angles is None):
+        raise ValueError("give either the number of views or the angles, not both")
+    if angles is not None:
+        return tuple(float(a) for a in np.ravel(angles))
+    return tuple(angles_over(int(n_views), turn))  # type: ignore[arg-type]

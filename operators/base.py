@@ -85,6 +85,8 @@ class LinearOperator:
     """
 
     torch_native: bool = True
+    #: the real dtype a non-torch backend computes in when less precise than ``dtype``
+    backend_precision: torch.dtype | None = None
 
     def __init__(self, domain_shape: Sequence[int], range_shape: Sequence[int],
                  dtype: torch.dtype, device: torch.device | str = "cpu", *,
@@ -119,7 +121,8 @@ class LinearOperator:
             raise OperatorShapeError(f"{self.name}: {what} must be {dtype}, got {t.dtype}")
         if t.device.type != self.device.type or (
                 self.device.index is not None and t.device.index != self.device.index):
-            raise OperatorShapeError(f"{self.name}: {what} is on {t.device}, operator on {self.device}")
+            raise OperatorShapeError(
+                f"{self.name}: {what} is on {t.device}, operator on {self.device}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for ``x`` of shape ``(*batch, *domain_shape)``."""
@@ -203,6 +206,7 @@ class Adjoint(LinearOperator):
                          range_dtype=op.dtype, name=f"{op.name}.H")
         self.op = op
         self.torch_native = op.torch_native
+        self.backend_precision = op.backend_precision
         self._adjoint_op = op
 
     def _forward(self, y):
@@ -224,6 +228,7 @@ class Composed(LinearOperator):
                          inner_op.device, range_dtype=outer.range_dtype,
                          name=f"({outer.name} @ {inner_op.name})")
         self.outer, self.inner = outer, inner_op
+        self.backend_precision = outer.backend_precision or inner_op.backend_precision
 
     def _forward(self, x):
         return self.outer.forward(self.inner.forward(x))
@@ -242,6 +247,7 @@ class Scaled(LinearOperator):
         super().__init__(op.domain_shape, op.range_shape, op.dtype, op.device,
                          range_dtype=op.range_dtype, name=f"{scale}*{op.name}")
         self.op, self.scale = op, scale
+        self.backend_precision = op.backend_precision
 
     def _forward(self, x):
         return self.scale * self.op.forward(x)
@@ -262,6 +268,7 @@ class Sum(LinearOperator):
         super().__init__(a.domain_shape, a.range_shape, a.dtype, a.device,
                          range_dtype=a.range_dtype, name=f"({a.name} + {b.name})")
         self.a, self.b = a, b
+        self.backend_precision = a.backend_precision or b.backend_precision
 
     def _forward(self, x):
         return self.a.forward(x) + self.b.forward(x)
@@ -312,6 +319,9 @@ class Multiply(LinearOperator):
         self._gram = gram.sum(dim=tuple(range(lead))) if lead > 0 else gram
 
     def _forward(self, x):
+        if self._extra:
+            x = x.reshape(*x.shape[: x.ndim - len(self.domain_shape)], *(1,) * len(self._extra),
+                          *self.domain_shape)
         return x * self.weights
 
     def _adjoint(self, y):

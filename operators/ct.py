@@ -173,6 +173,7 @@ class CTProjector(LinearOperator):
     """
 
     torch_native = False
+    backend_precision = torch.float32
 
     def __init__(self, geometry: CTGeometry, *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, projector: str | None = None):
@@ -299,6 +300,7 @@ class _Linked3D(LinearOperator):
     """A 3D ASTRA CUDA projector on volumes ``(*batch, slices, rows, cols)``."""
 
     torch_native = False
+    backend_precision = torch.float32
 
     def __init__(self, vol: dict, proj: dict, voxel_size: float, *,
                  device: torch.device | str, name: str):

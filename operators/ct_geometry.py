@@ -27,7 +27,7 @@ BEAMS: tuple[str, ...] = ("parallel", "fan")
 
 
 def angles_over(n_views: int, turn: Literal["half", "full"] = "half") -> np.ndarray:
-    """``n_views`` equally spaced angles over a half turn ``[0, pi)`` or a full turn ``[0, 2 pi)``."""
+    """``n_views`` equally spaced angles over a half ``[0, pi)`` or full turn ``[0, 2 pi)``."""
     if n_views < 1:
         raise ValueError(f"number of views must be at least 1, got {n_views}")
     if turn not in ("half", "full"):

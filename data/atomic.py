@@ -17,6 +17,14 @@ from pathlib import Path
 from medrecon.errors import InputError
 
 
+def _default_mode(folder: bool) -> int:
+    """The permissions a plain ``open``/``mkdir`` would give under the current umask
+    (``mkstemp``/``mkdtemp`` create private 0600/0700 entries)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
     """Check that ``path`` can be written: its folder exists and it is not a folder
     (for a file) or a file (for a folder output). Raises :class:`InputError`."""
@@ -39,12 +47,13 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = check_output_path(path)
     if path.is_dir():
         raise InputError(path, "output", "is a folder, expected a file name")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
-                                    dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.",
+                                    suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(folder=False))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -63,6 +72,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(folder=True))
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)

@@ -1,0 +1,559 @@
+"""DICOM series in, derived DICOM series out.
+
+Reading (:func:`read_dicom`): a single file or the folder of one series. Slices
+are ordered by their position along the slice normal
+``dot(ImagePositionPatient, cross(row_cosine, col_cosine))``, never by
+InstanceNumber. Stored values are rescaled (RescaleSlope, RescaleIntercept, to HU
+for CT). Compressed transfer syntaxes decode through pydicom's pixel-data plugins
+(pylibjpeg, pyjpegls). Multi-frame (enhanced) files are not supported. The slice
+step is the mean step between consecutive ImagePositionPatient; steps must agree
+within 1 % (a missing slice is an error, not a silent gap).
+
+Writing (:func:`write_dicom_series`): one Explicit VR Little Endian file per slice,
+``IM00001.dcm``, ``IM00002.dcm``... in a new folder that appears complete or not
+at all. Values are stored as int16 with a linear rescale chosen so that integer
+values (HU) are kept exactly; see :func:`int16_encoding`.
+
+Bad input raises :class:`~medrecon.errors.InputError` naming the file and the
+DICOM keyword. Patient names and IDs are never logged or put in messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
+from pydicom.valuerep import format_number_as_ds
+
+from medrecon.data.atomic import atomic_folder
+from medrecon.data.volume import Volume
+from medrecon.errors import InputError
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+SLICE_STEP_TOLERANCE = 0.01  # relative deviation of one slice step from the mean step
+ORIENTATION_TOLERANCE = 1e-4
+SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+STUDY_KEYWORDS = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID",
+                  "ReferringPhysicianName")
+MR_KEYWORDS = {"ScanningSequence": "RM", "SequenceVariant": "NONE", "ScanOptions": "",
+               "MRAcquisitionType": "", "EchoTime": "", "EchoTrainLength": ""}
+OUTPUT_NAME = re.compile(r"IM\d{5,}\.dcm")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_dicom(path: str | os.PathLike[str]) -> Volume:
+    """Read a DICOM file or the folder of one series into a :class:`Volume`.
+
+    Files in the folder that are not DICOM (README...), the DICOMDIR and non-image
+    objects (structured reports...) are ignored. A single file without
+    ImagePositionPatient/ImageOrientationPatient gets origin 0, identity orientation
+    and 1 mm spacing where missing; a series needs its full geometry.
+
+    >>> volume = read_dicom("series/")  # doctest: +SKIP
+    >>> volume.array.shape, volume.units  # doctest: +SKIP
+    ((120, 512, 512), 'HU')
+    """
+    path = Path(path)
+    if path.is_dir():
+        slices = _read_folder(path)
+    elif path.is_file():
+        slices = [(path, _read_file(path))]
+    else:
+        raise InputError(path, None, "no such file or folder")
+    for file, ds in slices:
+        _check_single_frame_image(file, ds)
+    geometry = _geometry(path, slices, single_file=path.is_file())
+    order, spacing, origin, orientation = geometry
+    slices = [slices[n] for n in order]
+    array = _pixel_values(slices)
+    sources = tuple(_without_pixels(ds) for _, ds in slices)
+    first = sources[0]
+    modality = str(first.get("Modality", "") or "OT")
+    return Volume(array=array, spacing=spacing, origin=origin, orientation=orientation,
+                  modality=modality, units=_units(first, modality), source=sources)
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0][:200] if text else "") or type(exc).__name__
+
+
+def _read_file(path: Path, *, in_folder: bool = False) -> Dataset | None:
+    """The dataset of ``path``; ``None`` for a non-DICOM file in a folder."""
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        if in_folder:
+            return None
+        raise InputError(path, None, _not_dicom_reason(path)) from None
+    except Exception as exc:  # pydicom raises many kinds on corrupt files
+        raise InputError(path, None, f"unreadable DICOM file ({_brief(exc)})") from None
+
+
+def _not_dicom_reason(path: Path) -> str:
+    """Tell a DICOM file without the Part 10 header from a file that is not DICOM."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        looks_dicom = any(k in ds for k in ("SOPClassUID", "Rows", "Modality"))
+    except Exception:
+        looks_dicom = False
+    if looks_dicom:
+        return ("DICOM data without the 128-byte preamble and 'DICM' prefix "
+                "(not a DICOM Part 10 file); re-export it as standard DICOM")
+    return "not a DICOM file"
+
+
+def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
+    """The image datasets of one series in ``folder`` (not recursive)."""
+    slices = []
+    for file in sorted(p for p in folder.iterdir() if p.is_file()):
+        ds = _read_file(file, in_folder=True)
+        if ds is not None and not _is_non_image(ds):
+            _check_single_frame_image(file, ds)
+            slices.append((file, ds))
+    if not slices:
+        raise InputError(folder, None, "no DICOM image files in this folder")
+    series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in slices}
+    if len(series) > 1:
+        raise InputError(folder, "SeriesInstanceUID",
+                         f"the folder holds {len(series)} series; give the folder of one series")
+    return slices
+
+
+def _sop_class(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""
+    return str(uid or ds.get("SOPClassUID", ""))
+
+
+def _is_non_image(ds: Dataset) -> bool:
+    """A DICOMDIR, structured report, presentation state...: no pixels by design."""
+    if any(k in ds for k in PIXEL_KEYWORDS):
+        return False
+    uid = UID(_sop_class(ds))
+    return uid.is_valid and uid.name != str(uid) and "Image" not in uid.name
+
+
+def _check_single_frame_image(path: Path, ds: Dataset) -> None:
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        raise InputError(path, "PixelData", "missing: the file has no image (truncated?)")
+    frames = ds.get("NumberOfFrames") or 1
+    if "PerFrameFunctionalGroupsSequence" in ds or _int(path, "NumberOfFrames", frames) > 1:
+        raise InputError(path, "NumberOfFrames", "multi-frame (enhanced) DICOM files are not "
+                         "supported; export the series as one file per slice")
+    if _int(path, "SamplesPerPixel", ds.get("SamplesPerPixel") or 1) != 1:
+        raise InputError(path, "SamplesPerPixel", "colour images are not supported")
+    for keyword in ("Rows", "Columns"):
+        if keyword not in ds:
+            raise InputError(path, keyword, "missing")
+
+
+def _int(path: Path, keyword: str, value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise InputError(path, keyword, f"not an integer ({value!r})") from None
+
+
+def _floats(path: Path, ds: Dataset, keyword: str, count: int) -> np.ndarray | None:
+    """``count`` finite numbers from ``keyword``, ``None`` when absent."""
+    if keyword not in ds or ds[keyword].value in (None, ""):
+        return None
+    try:
+        values = np.array([float(v) for v in np.atleast_1d(ds[keyword].value)])
+    except (TypeError, ValueError):
+        raise InputError(path, keyword, "not a list of numbers") from None
+    if values.shape != (count,) or not np.all(np.isfinite(values)):
+        raise InputError(path, keyword, f"expected {count} finite numbers, got {values.tolist()}")
+    return values
+
+
+def _cosines(path: Path, ds: Dataset, single_file: bool) -> np.ndarray:
+    """Row and column direction cosines as a 3x2 matrix."""
+    iop = _floats(path, ds, "ImageOrientationPatient", 6)
+    if iop is None:
+        if single_file and "ImagePositionPatient" not in ds:
+            return np.eye(3)[:, :2]
+        raise InputError(path, "ImageOrientationPatient", "missing")
+    row, col = iop[:3], iop[3:]
+    norms = np.linalg.norm(row), np.linalg.norm(col)
+    if min(norms) < 0.5 or abs(row @ col) > 1e-2 * norms[0] * norms[1]:
+        raise InputError(path, "ImageOrientationPatient",
+                         "not two orthogonal direction cosines")
+    return np.stack([row / norms[0], col / norms[1]], axis=1)
+
+
+def _pixel_spacing(path: Path, ds: Dataset, single_file: bool) -> np.ndarray:
+    spacing = _floats(path, ds, "PixelSpacing", 2)
+    if spacing is None:
+        no_geometry = "ImagePositionPatient" not in ds and "ImageOrientationPatient" not in ds
+        if single_file and no_geometry:
+            return np.ones(2)
+        raise InputError(path, "PixelSpacing", "missing")
+    if np.any(spacing <= 0):
+        raise InputError(path, "PixelSpacing", f"must be positive, got {spacing.tolist()}")
+    return spacing
+
+
+def _position(path: Path, ds: Dataset, single_file: bool) -> np.ndarray:
+    ipp = _floats(path, ds, "ImagePositionPatient", 3)
+    if ipp is None:
+        if single_file and "ImageOrientationPatient" not in ds:
+            return np.zeros(3)
+        raise InputError(path, "ImagePositionPatient", "missing")
+    return ipp
+
+
+def _geometry(where: Path, slices: list[tuple[Path, Dataset]], single_file: bool
+              ) -> tuple[list[int], tuple[float, float, float], tuple[float, float, float],
+                         np.ndarray]:
+    """``(order, spacing, origin, orientation)`` of the slices (see the module docstring)."""
+    cosines = [_cosines(f, ds, single_file) for f, ds in slices]
+    pixel = [_pixel_spacing(f, ds, single_file) for f, ds in slices]
+    positions = np.array([_position(f, ds, single_file) for f, ds in slices])
+    for (file, _), c, p in zip(slices, cosines, pixel):
+        if np.abs(c - cosines[0]).max() > ORIENTATION_TOLERANCE:
+            raise InputError(file, "ImageOrientationPatient", "differs from the other slices")
+        if np.abs(p - pixel[0]).max() > 1e-4 * pixel[0].max():
+            raise InputError(file, "PixelSpacing", "differs from the other slices")
+    normal = np.cross(cosines[0][:, 0], cosines[0][:, 1])
+    order = np.argsort(positions @ normal, kind="stable")
+    positions = positions[order]
+    if len(slices) == 1:
+        step, direction = _single_slice_spacing(slices[0][0], slices[0][1]), normal
+    else:
+        step, direction = _slice_step(where, positions)
+    orientation = np.column_stack([cosines[0], direction])
+    spacing = (step, float(pixel[0][0]), float(pixel[0][1]))
+    return order.tolist(), spacing, tuple(positions[0].tolist()), orientation
+
+
+def _single_slice_spacing(path: Path, ds: Dataset) -> float:
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = _floats(path, ds, keyword, 1)
+        if value is not None and value[0] > 0:
+            return float(value[0])
+    return 1.0
+
+
+def _slice_step(where: Path, positions: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean slice step (mm) and its unit direction; every step within 1 % of the mean."""
+    steps = np.diff(positions, axis=0)
+    mean = (positions[-1] - positions[0]) / (len(positions) - 1)
+    length = float(np.linalg.norm(mean))
+    lengths = np.linalg.norm(steps, axis=1)
+    if length == 0 or lengths.min() < 1e-3 * length:
+        raise InputError(where, "ImagePositionPatient",
+                         "two slices at the same position (several acquisitions in one series?)")
+    deviation = np.linalg.norm(steps - mean, axis=1).max()
+    if deviation > SLICE_STEP_TOLERANCE * length:
+        raise InputError(where, "ImagePositionPatient",
+                         f"slice spacing is not uniform (steps from {lengths.min():.4g} to "
+                         f"{lengths.max():.4g} mm); is a slice missing?")
+    return length, mean / length
+
+
+def _pixel_values(slices: list[tuple[Path, Dataset]]) -> np.ndarray:
+    """Rescaled values ``(slices, rows, cols)``: float32, or float64 beyond 2**24."""
+    rows, cols = (_int(slices[0][0], k, slices[0][1][k].value) for k in ("Rows", "Columns"))
+    for file, ds in slices:
+        for keyword, expected in (("Rows", rows), ("Columns", cols)):
+            value = _int(file, keyword, ds[keyword].value)
+            if value != expected:
+                raise InputError(file, keyword, f"{value}, but other slices have {expected}")
+    array = np.stack([_rescaled(file, ds, (rows, cols)) for file, ds in slices])
+    if np.abs(array).max(initial=0.0) > 2.0**24:
+        return array
+    return array.astype(np.float32)
+
+
+def _rescaled(path: Path, ds: Dataset, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
+        raise InputError(path, "PixelData", f"cannot decode the pixel data ({_brief(exc)})"
+                         ) from None
+    if stored.shape != shape:
+        raise InputError(path, "PixelData", f"decoded shape {stored.shape}, expected {shape}")
+    slope = _floats(path, ds, "RescaleSlope", 1)
+    intercept = _floats(path, ds, "RescaleIntercept", 1)
+    values = stored.astype(np.float64)
+    values = values * (1.0 if slope is None else slope[0]) + (
+        0.0 if intercept is None else intercept[0])
+    if not np.all(np.isfinite(values)):
+        raise InputError(path, "PixelData", "contains NaN or infinite values")
+    return values
+
+
+def _without_pixels(ds: Dataset) -> Dataset:
+    for keyword in PIXEL_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    return ds
+
+
+def _units(ds: Dataset, modality: str) -> str:
+    rescale_type = str(ds.get("RescaleType", "") or "")
+    if rescale_type and rescale_type != "US":
+        return rescale_type
+    return "HU" if modality == "CT" else ""
+
+
+def describe_dicom(path: str | os.PathLike[str]) -> dict[str, object]:
+    """A short description of a DICOM file or series, without patient identity.
+
+    >>> describe_dicom("series/")["slices"]  # doctest: +SKIP
+    120
+    """
+    volume = read_dicom(path)
+    assert volume.source is not None
+    first = volume.source[0]
+    syntaxes = sorted({_transfer_syntax(ds) for ds in volume.source})
+    low, high = float(volume.array.min()), float(volume.array.max())
+    return {
+        "modality": volume.modality,
+        "slices": volume.shape[0],
+        "rows": volume.shape[1],
+        "cols": volume.shape[2],
+        "spacing mm (slice, row, col)": tuple(round(s, 6) for s in volume.spacing),
+        "transfer syntax": ", ".join(syntaxes),
+        "series description": str(first.get("SeriesDescription", "") or ""),
+        "values": f"[{low:.4g}, {high:.4g}] {volume.units}".strip(),
+    }
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID", "") if meta is not None else ""
+    return UID(str(uid)).name if uid else "unknown"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def int16_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(stored int16, slope, intercept)`` with ``value = stored * slope + intercept``.
+
+    Integer values (within 1e-6) are kept exactly: slope 1, intercept 0 when they
+    fit int16 (CT HU), else an integer intercept when their range spans at most
+    65536 values. Other values are scaled linearly over the full int16 range:
+    the quantisation step is ``slope = (max - min) / 65535`` and the error at most
+    half of it. Slope and intercept are rounded to 16-character DICOM DS strings
+    before quantising, so the stored file decodes to the values computed here.
+
+    >>> int16_encoding(np.array([-1024.0, 0.0, 3071.0]))[1:]
+    (1.0, 0.0)
+    """
+    values = np.asarray(array, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    integral = bool(np.all(np.abs(values - np.rint(values)) < 1e-6))
+    if integral and low >= -32768 and high <= 32767:
+        slope, intercept = 1.0, 0.0
+    elif integral and high - low <= 65535:
+        slope, intercept = 1.0, float(np.rint(low) + 32768)
+    else:
+        slope = (high - low) / 65535 if high > low else 1.0
+        slope = float(format_number_as_ds(slope))
+        intercept = float(format_number_as_ds(low + 32768 * slope))
+    stored = np.clip(np.rint((values - intercept) / slope), -32768, 32767)
+    return stored.astype("<i2"), slope, intercept
+
+
+def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *,
+                       source: Sequence[Dataset] | None = None,
+                       series_description: str = "medrecon reconstruction",
+                       modality: str | None = None) -> list[Path]:
+    """Write ``volume`` as a new DICOM series, one file per slice, into ``folder``.
+
+    With ``source`` (default ``volume.source``) the series is derived: patient,
+    study and frame of reference are the source's, series and instance UIDs are
+    new, ImageType is DERIVED\\SECONDARY and ReferencedSeriesSequence names the
+    source series. Without it the series has no patient identity and new study
+    and frame-of-reference UIDs. The SOP class follows the modality (CT, MR, else
+    Secondary Capture). SliceThickness is the source's, else the slice spacing.
+
+    ``folder`` must not exist, or hold only a previous medrecon series
+    (``IM*.dcm``), which is then replaced once the new one is complete; the
+    source's own folder is never written to. Returns the written paths.
+
+    >>> write_dicom_series(volume, "recon_series")  # doctest: +SKIP
+    [PosixPath('recon_series/IM00001.dcm'), ...]
+    """
+    folder = Path(folder)
+    sources = tuple(volume.source or ()) if source is None else tuple(source)
+    if volume.array.size == 0 or not np.all(np.isfinite(volume.array)):
+        raise InputError(folder, "pixel data", "the volume is empty or has NaN or infinite values")
+    _check_replaceable(folder, sources)
+    modality = modality or volume.modality or "OT"
+    stored, slope, intercept = int16_encoding(volume.array)
+    template = _series_template(volume, sources, series_description, modality)
+    _set_pixel_module(template, volume, slope, intercept)
+    positions = volume.positions()
+    width = max(5, len(str(volume.shape[0])))
+    paths = []
+    with atomic_folder(folder) as tmp:
+        for k in range(volume.shape[0]):
+            ds = _slice_dataset(template, k, positions[k], stored[k], sources, volume.shape[0])
+            name = f"IM{k + 1:0{width}d}.dcm"
+            pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
+            paths.append(folder / name)
+    return paths
+
+
+def _check_replaceable(folder: Path, sources: Sequence[Dataset]) -> None:
+    if not folder.is_dir():
+        return
+    resolved = folder.resolve()
+    for ds in sources:
+        filename = getattr(ds, "filename", None)
+        if isinstance(filename, str | os.PathLike) and Path(filename).resolve().parent == resolved:
+            raise InputError(folder, "output", "is the folder of the source series; "
+                             "inputs are never overwritten: give a new folder")
+    others = [p for p in folder.iterdir() if not (p.is_file() and OUTPUT_NAME.fullmatch(p.name))]
+    if others:
+        raise InputError(folder, "output", "exists and holds other files than a previous "
+                         "medrecon series; give a new folder")
+
+
+def _ds(value: float) -> str:
+    return format_number_as_ds(float(value))
+
+
+def _copy_or_empty(ds: Dataset, src: Dataset | None, keywords: Sequence[str]) -> None:
+    for keyword in keywords:
+        if src is not None and keyword in src:
+            ds[keyword] = copy.deepcopy(src[keyword])
+        else:
+            setattr(ds, keyword, "")
+
+
+def _series_template(volume: Volume, sources: Sequence[Dataset], description: str,
+                     modality: str) -> Dataset:
+    """Everything that all slices share except the pixel module."""
+    src = sources[0] if sources else None
+    now = datetime.datetime.now()
+    ds = Dataset()
+    if src is not None and "SpecificCharacterSet" in src:
+        ds.SpecificCharacterSet = copy.deepcopy(src.SpecificCharacterSet)
+    ds.SOPClassUID = SOP_CLASS.get(modality, SecondaryCaptureImageStorage)
+    _copy_or_empty(ds, src, PATIENT_KEYWORDS)
+    _copy_or_empty(ds, src, STUDY_KEYWORDS)
+    if src is None:
+        ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.StudyInstanceUID = str(src.get("StudyInstanceUID", "")) if src is not None else ""
+    ds.StudyInstanceUID = ds.StudyInstanceUID or generate_uid()
+    ds.FrameOfReferenceUID = str(src.get("FrameOfReferenceUID", "")) if src is not None else ""
+    ds.FrameOfReferenceUID = ds.FrameOfReferenceUID or generate_uid()
+    _copy_or_empty(ds, src, ("PositionReferenceIndicator",))
+    ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = _series_number(src)
+    ds.SeriesDescription = description
+    ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.Manufacturer = "medrecon"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    _set_modality_attributes(ds, src, modality)
+    if src is not None:
+        _set_derivation(ds, sources, description)
+    _set_plane(ds, volume, src)
+    return ds
+
+
+def _series_number(src: Dataset | None) -> int:
+    try:
+        return int(src.get("SeriesNumber", 0) or 0) + 1000 if src is not None else 1
+    except (TypeError, ValueError):
+        return 1000
+
+
+def _set_modality_attributes(ds: Dataset, src: Dataset | None, modality: str) -> None:
+    if modality == "CT":
+        _copy_or_empty(ds, src, ("KVP",))
+        ds.AcquisitionNumber = ""
+    elif modality == "MR":
+        for keyword, default in MR_KEYWORDS.items():
+            if src is not None and keyword in src:
+                ds[keyword] = copy.deepcopy(src[keyword])
+            else:
+                setattr(ds, keyword, default)
+    else:
+        ds.ConversionType = "WSD"
+
+
+def _set_derivation(ds: Dataset, sources: Sequence[Dataset], description: str) -> None:
+    src = sources[0]
+    ds.DerivationDescription = f"{description} from series {src.get('SeriesInstanceUID', '')}"
+    item = Dataset()
+    item.SeriesInstanceUID = src.get("SeriesInstanceUID", "")
+    item.ReferencedInstanceSequence = [_reference(s) for s in sources
+                                       if "SOPInstanceUID" in s]
+    ds.ReferencedSeriesSequence = [item]
+
+
+def _reference(src: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = src.get("SOPClassUID", "")
+    item.ReferencedSOPInstanceUID = src.SOPInstanceUID
+    return item
+
+
+def _set_plane(ds: Dataset, volume: Volume, src: Dataset | None) -> None:
+    """Image plane module: orientation, pixel spacing, thickness, slice spacing."""
+    row_cos, col_cos, direction = volume.orientation.T
+    ds.ImageOrientationPatient = [_ds(v) for v in (*row_cos, *col_cos)]
+    ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[2])]
+    normal = np.cross(row_cos, col_cos)
+    along_normal = volume.spacing[0] * abs(float(direction @ normal)) / np.linalg.norm(normal)
+    thickness = src.get("SliceThickness", "") if src is not None else ""
+    ds.SliceThickness = thickness if thickness not in ("", None) else _ds(volume.spacing[0])
+    ds.SpacingBetweenSlices = _ds(along_normal)
+
+
+def _set_pixel_module(ds: Dataset, volume: Volume, slope: float, intercept: float) -> None:
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(intercept)
+    ds.RescaleType = volume.units or "US"
+    low, high = float(volume.array.min()), float(volume.array.max())
+    ds.WindowCenter = _ds((low + high) / 2)
+    ds.WindowWidth = _ds(max(high - low, 1.0))
+
+
+def _slice_dataset(template: Dataset, k: int, position: np.ndarray, stored: np.ndarray,
+                   sources: Sequence[Dataset], n_slices: int) -> Dataset:
+    ds = copy.deepcopy(template)
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    if len(sources) == n_slices and "SOPInstanceUID" in sources[k]:
+        ds.SourceImageSequence = [_reference(sources[k])]
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds

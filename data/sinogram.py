@@ -1,0 +1,238 @@
+"""Sinograms: the medrecon HDF5 layout, NPY and TIFF stacks, and simulation.
+
+HDF5 layout (``format = "medrecon-sinogram"``, ``format_version = 1``)::
+
+    /sinogram    float32 (views, detectors) or (slices, views, detectors):
+                 line integrals of linear attenuation (dimensionless: 1/mm x mm)
+    /angles      float64 (views,): projection angles in radians (ASTRA convention,
+                 see medrecon.operators.ct_geometry)
+    /reference   optional float32 (rows, cols) or (slices, rows, cols): the true
+                 image, in ``image_units``, for metrics
+    root attributes:
+      format, format_version
+      beam                   "parallel" or "fan"
+      image_shape            (rows, cols) of the reconstruction grid
+      pixel_size             mm (square pixels)
+      n_detectors            detector cells
+      detector_spacing       mm, at the detector
+      source_to_isocenter    mm (fan beam only)
+      isocenter_to_detector  mm (fan beam only)
+      image_units            "HU" or "1/mm": what a reconstruction is reported in
+      mu_water               1/mm, converts attenuation to HU
+      noise                  how the data were simulated ("none", "poisson:I0",
+                             "gaussian:sigma"), or "measured"
+
+An NPY or TIFF file holds the sinogram array alone (views x detectors, or a stack
+of such); its geometry comes from the caller (the command line's options).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from medrecon.data.atomic import atomic_file
+from medrecon.data.phantom import MU_WATER, hu_to_mu, mu_to_hu
+from medrecon.errors import InputError
+from medrecon.operators.ct import CTProjector
+from medrecon.operators.ct_geometry import CTGeometry
+
+FORMAT = "medrecon-sinogram"
+FORMAT_VERSION = 1
+IMAGE_UNITS = ("HU", "1/mm")
+
+
+@dataclass(frozen=True)
+class Sinogram:
+    """A sinogram with the geometry that produced it.
+
+    Attributes:
+        data: ``(views, detectors)`` or ``(slices, views, detectors)`` float32 line integrals.
+        geometry: the scan.
+        image_units: ``"HU"`` or ``"1/mm"``, the units reconstructions are reported in.
+        mu_water: attenuation of water (1/mm) for the HU conversion.
+        reference: optional true image in ``image_units``.
+        noise: how the data were made (``"measured"`` for real data).
+    """
+
+    data: np.ndarray
+    geometry: CTGeometry
+    image_units: str = "HU"
+    mu_water: float = MU_WATER
+    reference: np.ndarray | None = None
+    noise: str = "measured"
+
+    def to_image_units(self, mu: np.ndarray) -> np.ndarray:
+        """Attenuation (1/mm) to this sinogram's image units."""
+        return mu_to_hu(mu, self.mu_water) if self.image_units == "HU" else mu
+
+    def from_image_units(self, image: np.ndarray) -> np.ndarray:
+        """Image units to attenuation (1/mm), clamped at 0 (nothing attenuates less than air)."""
+        if self.image_units == "HU":
+            return hu_to_mu(image, self.mu_water)
+        return np.maximum(image, 0)
+
+
+def check_sinogram(data: np.ndarray, geometry: CTGeometry, source: str | os.PathLike[str],
+                   field: str = "sinogram") -> np.ndarray:
+    """Check that ``data`` fits ``geometry`` and is finite; return it as float32."""
+    data = np.asarray(data)
+    if data.ndim not in (2, 3):
+        raise InputError(source, field, f"expected (views, detectors) or (slices, views, "
+                         f"detectors), got shape {data.shape}")
+    views, detectors = data.shape[-2:]
+    if detectors != geometry.n_detectors:
+        raise InputError(source, field, f"has {detectors} detector columns but the geometry "
+                         f"has n_detectors={geometry.n_detectors}")
+    if views != geometry.n_views:
+        raise InputError(source, field, f"has {views} views but the geometry has "
+                         f"{geometry.n_views} angles")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise InputError(source, field, f"must hold real numbers, got {data.dtype}")
+    if not np.all(np.isfinite(data)):
+        raise InputError(source, field, f"contains {int(np.sum(~np.isfinite(data)))} NaN or "
+                         "infinite values")
+    return data.astype(np.float32, copy=False)
+
+
+def read_sinogram(path: str | os.PathLike[str], geometry: CTGeometry | None = None, *,
+                  image_units: str = "1/mm") -> Sinogram:
+    """Read a sinogram file: the HDF5 layout above (geometry inside), or an NPY or
+    TIFF array with ``geometry`` given. Raises :class:`InputError` naming the
+    file and field on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return _read_hdf5(path)
+    if suffix in (".npy", ".tif", ".tiff"):
+        if geometry is None:
+            raise InputError(path, "geometry", f"a {suffix} sinogram carries no geometry; "
+                             "give it (e.g. --beam, --image-size, --pixel-size)")
+        data = read_sinogram_array(path)
+        return Sinogram(check_sinogram(data, geometry, path), geometry, image_units,
+                        noise="measured")
+    raise InputError(path, None, "unknown sinogram format (expected .h5, .npy, .tif)")
+
+
+def read_sinogram_array(path: Path) -> np.ndarray:
+    """The array of an NPY or TIFF file (no checks of shape or values)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        import tifffile
+
+        return tifffile.imread(path)
+    except Exception as exc:  # numpy/tifffile raise many kinds on a bad file
+        raise InputError(path, None, f"cannot read array: {exc}") from None
+
+
+def _read_hdf5(path: Path) -> Sinogram:
+    try:
+        with h5py.File(path, "r") as f:
+            if "sinogram" not in f:
+                raise InputError(path, "sinogram", "dataset missing (is this a medrecon "
+                                 "sinogram file? see `medrecon info`)")
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            if "angles" not in f:
+                raise InputError(path, "angles", "dataset missing")
+            attrs["angles"] = f["angles"][()]
+            try:
+                geometry = CTGeometry.from_dict(attrs)
+            except ValueError as exc:
+                raise InputError(path, "geometry", str(exc)) from None
+            data = check_sinogram(f["sinogram"][()], geometry, path)
+            reference = f["reference"][()] if "reference" in f else None
+    except OSError as exc:
+        raise InputError(path, None, f"not a readable HDF5 file ({exc})") from None
+    units = attrs.get("image_units", "1/mm")
+    if units not in IMAGE_UNITS:
+        raise InputError(path, "image_units", f"must be one of {IMAGE_UNITS}, got {units!r}")
+    if reference is not None:
+        if reference.shape[-2:] != geometry.image_shape or not np.all(np.isfinite(reference)):
+            raise InputError(path, "reference", f"must be finite with image shape "
+                             f"{geometry.image_shape}, got {reference.shape}")
+        reference = reference.astype(np.float32)
+    return Sinogram(data, geometry, units, float(attrs.get("mu_water", MU_WATER)), reference,
+                    str(attrs.get("noise", "measured")))
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def write_sinogram(sinogram: Sinogram, path: str | os.PathLike[str]) -> Path:
+    """Write ``sinogram`` in the HDF5 layout, atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        geometry = sinogram.geometry.to_dict()
+        f.create_dataset("angles", data=np.asarray(geometry.pop("angles"), dtype=np.float64))
+        for key, value in geometry.items():
+            f.attrs[key] = value
+        f.attrs["image_units"] = sinogram.image_units
+        f.attrs["mu_water"] = sinogram.mu_water
+        f.attrs["noise"] = sinogram.noise
+        f.create_dataset("sinogram", data=sinogram.data.astype(np.float32), compression="gzip",
+                         shuffle=True)
+        if sinogram.reference is not None:
+            f.create_dataset("reference", data=sinogram.reference.astype(np.float32),
+                             compression="gzip", shuffle=True)
+    return path
+
+
+def parse_noise(spec: str) -> tuple[str, float]:
+    """``"none"``, ``"poisson:I0"`` (photons per ray) or ``"gaussian:SIGMA"`` (line-integral
+    units) to ``(kind, level)``; raises ``ValueError`` on anything else."""
+    kind, _, level = spec.partition(":")
+    if kind == "none" and not level:
+        return "none", 0.0
+    if kind in ("poisson", "gaussian"):
+        try:
+            value = float(level)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value > 0:
+            return kind, value
+    raise ValueError(f"noise must be 'none', 'poisson:PHOTONS' or 'gaussian:SIGMA' with a "
+                     f"positive number, got {spec!r}")
+
+
+def simulate_sinogram(image: np.ndarray, geometry: CTGeometry, *, noise: str = "none",
+                      image_units: str = "HU", mu_water: float = MU_WATER,
+                      generator: torch.Generator | None = None) -> Sinogram:
+    """Project an image (or a stack of slices) with ``geometry`` and add noise.
+
+    Poisson noise with ``I0`` photons per ray: counts ``~ Poisson(I0 exp(-p))``,
+    measured ``p = -log(max(counts, 1) / I0)``. Gaussian noise adds ``sigma``
+    to each line integral. The image is kept as the reference.
+
+    >>> from medrecon.data.phantom import ct_slice  # doctest: +SKIP
+    """
+    kind, level = parse_noise(noise)
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape[-2:] != geometry.image_shape:
+        raise ValueError(f"image shape {image.shape} does not match geometry image_shape "
+                         f"{geometry.image_shape}")
+    sino = Sinogram(np.empty(0), geometry, image_units, mu_water, image, noise)
+    mu = torch.from_numpy(sino.from_image_units(image).astype(np.float32))
+    p = CTProjector(geometry)(mu)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    if kind == "poisson":
+        counts = torch.poisson(level * torch.exp(-p), generator=gen)
+        p = -torch.log(counts.clamp_min(1.0) / level)
+    elif kind == "gaussian":
+        p = p + level * torch.randn(p.shape, generator=gen)
+    return replace(sino, data=p.numpy().astype(np.float32))

@@ -1,0 +1,100 @@
+"""What a file holds (``medrecon info``) and loading images by path for simulation.
+
+Descriptions never contain patient names, IDs or birth dates.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from medrecon.data.dicom import describe_dicom, read_dicom
+from medrecon.data.nifti import read_nifti
+from medrecon.data.sinogram import FORMAT as SINOGRAM_FORMAT
+from medrecon.data.sinogram import read_sinogram
+from medrecon.data.volume import Volume
+from medrecon.errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _value_range(array: np.ndarray) -> str:
+    return f"[{float(np.min(array)):.4g}, {float(np.max(array)):.4g}]"
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, object]:
+    """A short description of a DICOM file or folder, NIfTI, HDF5 or NPY file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, "no such file or folder")
+    if path.is_dir() or path.suffix.lower() in (".dcm", ".ima", ""):
+        return {"format": "DICOM", **describe_dicom(path)}
+    if _is_nifti(path):
+        volume = read_nifti(path)
+        return {"format": "NIfTI", "shape (slices, rows, cols)": volume.array.shape,
+                "spacing mm (slice, row, col)": volume.spacing, "values": _value_range(
+                    volume.array)}
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return _describe_hdf5(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(path, None, f"not a readable NPY file ({exc})") from None
+        return {"format": "NPY", "shape": array.shape, "dtype": str(array.dtype)}
+    return {"format": "DICOM", **describe_dicom(path)}
+
+
+def _describe_hdf5(path: Path) -> dict[str, object]:
+    try:
+        with h5py.File(path, "r") as f:
+            kind = f.attrs.get("format", "")
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            datasets = {}
+            f.visititems(lambda name, obj: datasets.__setitem__(
+                name, f"{obj.shape} {obj.dtype}") if isinstance(obj, h5py.Dataset) else None)
+    except OSError as exc:
+        raise InputError(path, None, f"not a readable HDF5 file ({exc})") from None
+    info: dict[str, object] = {"format": "HDF5"}
+    if kind == SINOGRAM_FORMAT:
+        sino = read_sinogram(path)
+        g = sino.geometry
+        info.update({"format": "medrecon sinogram", "beam": g.beam,
+                     "views": g.n_views, "detectors": g.n_detectors,
+                     "angular range (deg)": round(float(np.degrees(g.angular_coverage)), 3),
+                     "image shape": g.image_shape, "pixel size mm": g.pixel_size,
+                     "detector spacing mm": g.detector_spacing,
+                     "image units": sino.image_units, "noise": sino.noise,
+                     "reference": sino.reference is not None})
+        if g.beam == "fan":
+            info.update({"source to isocentre mm": g.source_to_isocenter,
+                         "isocentre to detector mm": g.isocenter_to_detector})
+    info["datasets"] = datasets
+    return info
+
+
+def load_ct_image(image: str, *, size: int = 256, seed: int = 0) -> tuple[np.ndarray, float]:
+    """HU slices ``(slices, rows, cols)`` and the pixel size (mm) of an image path
+    (DICOM file or folder, NIfTI), or of the built-in phantom when ``image`` is ``"phantom"``."""
+    if image == "phantom":
+        from medrecon.data.phantom import ct_phantom
+
+        phantom = ct_phantom(size, seed=seed)
+        return phantom.image[None], phantom.pixel_size
+    path = Path(image)
+    if not path.exists():
+        raise InputError(path, None, "no such file or folder")
+    volume: Volume = read_nifti(path) if _is_nifti(path) else read_dicom(path)
+    row, col = volume.spacing[1], volume.spacing[2]
+    if abs(row - col) > 1e-3 * max(row, col):
+        raise InputError(path, "PixelSpacing", f"pixels are not square ({row} x {col} mm)")
+    if not np.all(np.isfinite(volume.array)):
+        raise InputError(path, "pixel data", "contains NaN or infinite values")
+    return volume.array.astype(np.float32), float(col)

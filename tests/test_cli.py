@@ -1,0 +1,221 @@
+"""The command line end to end: simulate, reconstruct, info, demo, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pydicom
+import pytest
+
+from medrecon.cli import EXIT_BAD_INPUT, main
+from medrecon.data.dicom import read_dicom
+from medrecon.data.nifti import read_nifti
+from medrecon.data.sinogram import read_sinogram
+from tests.test_dicom import PATIENT_ID, PATIENT_NAME, write_ct_series
+
+SIZE, VIEWS = 64, 40
+
+
+def run(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with its content hash."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sinogram(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sino") / "phantom.h5"
+    assert main(["simulate", "ct", "phantom", "--size", str(SIZE), "--views", str(VIEWS),
+                 "--noise", "poisson:1e6", "-o", str(path)]) == 0
+    return path
+
+
+def test_simulate_writes_the_sinogram_layout(sinogram):
+    sino = read_sinogram(sinogram)
+    assert sino.data.shape == (1, VIEWS, sino.geometry.n_detectors)
+    assert sino.reference.shape == (1, SIZE, SIZE) and sino.image_units == "HU"
+    assert sino.noise == "poisson:1e6"
+
+
+@pytest.mark.parametrize("method,extra", [("fbp", ["--filter", "hann"]),
+                                          ("cgls", ["--iterations", "10"]),
+                                          ("sirt", ["--iterations", "20"]),
+                                          ("tv", ["--iterations", "20"])])
+def test_recon_each_method(capsys, sinogram, tmp_path, method, extra):
+    out = tmp_path / f"{method}.nii.gz"
+    code, stdout, _ = run(capsys, "recon", "ct", sinogram, "--method", method, *extra, "-o", out)
+    assert code == 0 and f"wrote {out}" in stdout and "psnr" in stdout
+    volume = read_nifti(out)
+    assert volume.array.shape == (1, SIZE, SIZE) and np.isfinite(volume.array).all()
+    reference = read_sinogram(sinogram).reference
+    assert np.corrcoef(volume.array.ravel(), reference.ravel())[0, 1] > 0.8
+
+
+def test_output_formats_agree(capsys, sinogram, tmp_path):
+    """NIfTI, HDF5 and DICOM hold the same HU image (DICOM to its integer step); PNG exists."""
+    outputs = {"nii": tmp_path / "x.nii", "h5": tmp_path / "x.h5", "png": tmp_path / "x.png",
+               "dicom": tmp_path / "series"}
+    for path in outputs.values():
+        assert run(capsys, "recon", "ct", sinogram, "-o", path)[0] == 0
+    nifti = read_nifti(outputs["nii"]).array
+    with h5py.File(outputs["h5"], "r") as f:
+        stored = f["reconstruction"][()]
+        assert f.attrs["method"] == "fbp" and "psnr" in f.attrs["metrics"]
+    np.testing.assert_allclose(stored, nifti, atol=1e-3)
+    dicom = read_dicom(outputs["dicom"])
+    assert dicom.array.shape == nifti.shape
+    np.testing.assert_allclose(dicom.array, nifti, atol=0.5 + 1e-3 * np.abs(nifti).max())
+    assert outputs["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_info_never_prints_patient_identity(capsys, tmp_path):
+    folder = tmp_path / "ct"
+    write_ct_series(folder)
+    code, out, _ = run(capsys, "info", folder)
+    assert code == 0 and "DICOM" in out
+    for secret in (PATIENT_NAME, PATIENT_ID, "Doe", "19700101"):
+        assert secret not in out
+
+
+def test_info_on_sinogram(capsys, sinogram):
+    code, out, _ = run(capsys, "info", sinogram)
+    assert code == 0 and "parallel" in out and str(VIEWS) in out
+
+
+def test_dicom_to_sinogram_to_dicom(capsys, tmp_path):
+    """A DICOM series goes through simulation and reconstruction and back to DICOM."""
+    folder = tmp_path / "ct"
+    hu = np.zeros((2, 48, 48), np.int16) - 1000
+    yy, xx = np.mgrid[:48, :48] - 23.5
+    hu[:, xx**2 + yy**2 < 18**2] = 40
+    write_ct_series(folder, hu, extras=False)
+    for file in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(file)
+        ds.PixelSpacing = ["0.8", "0.8"]
+        ds.save_as(file)
+    sino, out = tmp_path / "s.h5", tmp_path / "recon"
+    assert run(capsys, "simulate", "ct", folder, "--views", 90, "-o", sino)[0] == 0
+    assert read_sinogram(sino).data.shape[0] == 2
+    assert run(capsys, "recon", "ct", sino, "--method", "cgls", "-o", out)[0] == 0
+    back = read_dicom(out)
+    assert back.array.shape == (2, 48, 48)
+    assert abs(float(np.median(back.array[:, 20:28, 20:28])) - 40.0) < 15.0
+
+
+# ------------------------------------------------------------------------ bad input
+def expect_bad_input(capsys, *args, names: str, says: str) -> str:
+    code, out, err = run(capsys, *args)
+    assert code == EXIT_BAD_INPUT, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert names in lines[0] and says in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_truncated_dicom(capsys, tmp_path):
+    folder = tmp_path / "ct"
+    write_ct_series(folder)
+    victim = sorted(folder.glob("*.dcm"))[2]
+    victim.write_bytes(victim.read_bytes()[:300])
+    before = tree(folder)
+    expect_bad_input(capsys, "simulate", "ct", folder, "--views", 10, "-o", tmp_path / "s.h5",
+                     names=victim.name, says="")
+    assert tree(folder) == before and not (tmp_path / "s.h5").exists()
+
+
+def test_text_file_is_not_dicom(capsys, tmp_path):
+    text = tmp_path / "notes.dcm"
+    text.write_text("not an image")
+    expect_bad_input(capsys, "info", text, names="notes.dcm", says="DICOM")
+
+
+def _rewrite(src: Path, dst: Path, change) -> Path:
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        change(f)
+    return dst
+
+
+@pytest.mark.parametrize("case,change,says", [
+    ("detectors", lambda f: f.attrs.__setitem__("n_detectors", 7), "detector"),
+    ("angles", lambda f: (f.__delitem__("angles"), f.create_dataset("angles", data=np.zeros(3))),
+     "angle"),
+    ("nan", lambda f: f["sinogram"].__setitem__((0, 0, 0), np.nan), "NaN"),
+    ("inf", lambda f: f["sinogram"].__setitem__((0, 1, 1), np.inf), "infinite"),
+    ("missing", lambda f: f.__delitem__("sinogram"), "sinogram"),
+])
+def test_bad_sinogram(capsys, sinogram, tmp_path, case, change, says):
+    bad = _rewrite(sinogram, tmp_path / f"{case}.h5", change)
+    before = tree(tmp_path)
+    out = tmp_path / "out.nii.gz"
+    expect_bad_input(capsys, "recon", "ct", bad, "-o", out, names=bad.name, says=says)
+    assert tree(tmp_path) == before
+
+
+def test_not_hdf5(capsys, tmp_path):
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    expect_bad_input(capsys, "recon", "ct", bad, "-o", tmp_path / "o.nii", names="broken.h5",
+                     says="")
+
+
+def test_output_in_missing_folder(capsys, sinogram, tmp_path):
+    out = tmp_path / "nowhere" / "x.nii.gz"
+    expect_bad_input(capsys, "recon", "ct", sinogram, "-o", out, names="nowhere",
+                     says="does not exist")
+    assert not out.parent.exists()
+
+
+def test_unknown_output_suffix(capsys, sinogram, tmp_path):
+    expect_bad_input(capsys, "recon", "ct", sinogram, "-o", tmp_path / "x.jpg", names="x.jpg",
+                     says="output format")
+
+
+def test_unknown_method(capsys, sinogram, tmp_path):
+    code, _, err = run(capsys, "recon", "ct", sinogram, "--method", "magic", "-o",
+                       tmp_path / "x.nii")
+    assert code == 2 and "magic" in err and "--method" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_input(capsys, tmp_path):
+    expect_bad_input(capsys, "recon", "ct", tmp_path / "absent.h5", "-o", tmp_path / "x.nii",
+                     names="absent.h5", says="")
+
+
+def test_cuda_without_gpu_is_a_clear_error(capsys, sinogram, tmp_path):
+    from medrecon.operators.ct import cuda_available
+
+    if cuda_available():
+        pytest.skip("a GPU is present")
+    expect_bad_input(capsys, "recon", "ct", sinogram, "--device", "cuda", "-o",
+                     tmp_path / "x.nii", names="cuda", says="")
+
+
+def test_bad_noise_spec(capsys, tmp_path):
+    expect_bad_input(capsys, "simulate", "ct", "phantom", "--views", 5, "--noise", "poisson:-1",
+                     "-o", tmp_path / "s.h5", names="--noise", says="positive")
+    assert not list(tmp_path.iterdir())
+
+
+def test_demo_runs(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "-o", tmp_path / "demo")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split() and line.split()[0] in ("fbp", "cgls", "tv")}
+    assert set(rows) == {"fbp", "cgls", "tv"}
+    psnr = {method: float(row[1]) for method, row in rows.items()}
+    assert psnr["tv"] > psnr["cgls"] > psnr["fbp"] > 15.0
+    names = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert names == sorted(f"ct_{m}{s}" for m in ("fbp", "cgls", "tv")
+                           for s in (".png", ".nii.gz"))

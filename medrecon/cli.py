@@ -156,6 +156,8 @@ def _npy_geometry(beam, image_size, pixel_size, turn, detector_spacing, sid, idd
 @click.option("--detector-spacing", type=float, default=None, help="NPY/TIFF input: mm.")
 @click.option("--turn", type=click.Choice(["half", "full"]), default=None,
               help="NPY/TIFF input: angular range.")
+@click.option("--units", type=click.Choice(["HU", "1/mm"]), default="HU", show_default=True,
+              help="NPY/TIFF input: units of the reconstruction (from mu_water = 0.0192/mm).")
 @click.option("--sid", type=float, default=500.0, help="NPY/TIFF fan input: mm.")
 @click.option("--idd", type=float, default=500.0, help="NPY/TIFF fan input: mm.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
@@ -163,7 +165,7 @@ def _npy_geometry(beam, image_size, pixel_size, turn, detector_spacing, sid, idd
 def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | None,
              tv_weight: float | None, sigma_y: float, device: str, beam: str,
              image_size: int | None, pixel_size: float, detector_spacing: float | None,
-             turn: str | None, sid: float, idd: float, output: Path) -> None:
+             turn: str | None, units: str, sid: float, idd: float, output: Path) -> None:
     """Reconstruct a CT SINOGRAM (.h5 in medrecon's layout, or .npy/.tif with geometry options)."""
     from medrecon.ct_pipeline import reconstruct_sinogram, solver_params
     from medrecon.data.sinogram import read_sinogram
@@ -181,7 +183,7 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | Non
                                      idd, read_sinogram_array(sinogram).shape)
         except ValueError as exc:
             raise InputError(sinogram, "geometry", str(exc)) from None
-    sino = read_sinogram(sinogram, geometry)
+    sino = read_sinogram(sinogram, geometry, image_units=units)
     params = solver_params(method, sino, iterations=iterations, tv_weight=tv_weight,
                            fbp_filter=fbp_filter, sigma_y=sigma_y, device=torch_device)
     with ProgressBar(f"{method} {sinogram.name}") as progress:

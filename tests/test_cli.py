@@ -219,3 +219,19 @@ def test_demo_runs(capsys, tmp_path):
     names = sorted(p.name for p in (tmp_path / "demo").iterdir())
     assert names == sorted(f"ct_{m}{s}" for m in ("fbp", "cgls", "tv")
                            for s in (".png", ".nii.gz"))
+
+
+def test_npy_sinogram_with_geometry_options(capsys, sinogram, tmp_path):
+    sino = read_sinogram(sinogram)
+    npy = tmp_path / "s.npy"
+    np.save(npy, sino.data[0])
+    out = tmp_path / "x.h5"
+    code, _, _ = run(capsys, "recon", "ct", npy, "--image-size", SIZE, "--pixel-size",
+                     sino.geometry.pixel_size, "-o", out)
+    assert code == 0
+    h5 = tmp_path / "ref.h5"
+    assert run(capsys, "recon", "ct", sinogram, "-o", h5)[0] == 0
+    with h5py.File(out, "r") as a, h5py.File(h5, "r") as b:
+        np.testing.assert_allclose(a["reconstruction"][()], b["reconstruction"][()], atol=1e-2)
+    expect_bad_input(capsys, "recon", "ct", npy, "-o", tmp_path / "y.h5",
+                     names="--image-size", says="needed")

@@ -30,3 +30,7 @@ class OperatorShapeError(MedreconError, ValueError):
 
 class DeviceUnavailableError(MedreconError, RuntimeError):
     """A code path needs a device (a CUDA GPU) that this machine does not have."""
+
+
+class NumericalError(MedreconError, FloatingPointError):
+    """A solver met NaN or infinite values (from a network, or by diverging) and stopped."""

@@ -88,13 +88,34 @@ def load_ct_image(image: str, *, size: int = 256, seed: int = 0) -> tuple[np.nda
 
         phantom = ct_phantom(size, seed=seed)
         return phantom.image[None], phantom.pixel_size
+    volume = _read_image(image)
+    row, col = volume.spacing[1], volume.spacing[2]
+    if abs(row - col) > 1e-3 * max(row, col):
+        raise InputError(image, "PixelSpacing", f"pixels are not square ({row} x {col} mm)")
+    return volume.array.astype(np.float32), float(col)
+
+
+def load_mr_image(image: str, *, size: int = 256, seed: int = 0) -> np.ndarray:
+    """Complex slices ``(slices, rows, cols)`` scaled to a maximum magnitude of 1: an image
+    file's values (real), or the built-in MR phantom (with smooth phase) for ``"phantom"``."""
+    if image == "phantom":
+        from medrecon.data.mr_phantom import mr_phantom
+
+        return mr_phantom(size, seed=seed)[None]
+    array = _read_image(image).array.astype(np.float32)
+    array = array - min(float(array.min()), 0.0)
+    peak = float(np.abs(array).max())
+    if peak == 0:
+        raise InputError(image, "pixel data", "the image is empty (all zero)")
+    return (array / peak).astype(np.complex64)
+
+
+def _read_image(image: str) -> Volume:
+    """A DICOM file or folder, or a NIfTI file, with finite values."""
     path = Path(image)
     if not path.exists():
         raise InputError(path, None, "no such file or folder")
     volume: Volume = read_nifti(path) if _is_nifti(path) else read_dicom(path)
-    row, col = volume.spacing[1], volume.spacing[2]
-    if abs(row - col) > 1e-3 * max(row, col):
-        raise InputError(path, "PixelSpacing", f"pixels are not square ({row} x {col} mm)")
     if not np.all(np.isfinite(volume.array)):
         raise InputError(path, "pixel data", "contains NaN or infinite values")
-    return volume.array.astype(np.float32), float(col)
+    return volume

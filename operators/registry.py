@@ -25,6 +25,10 @@ from medrecon.operators.base import Identity, LinearOperator, MatrixOperator, Mu
 from medrecon.operators.ct import ConeBeam3D, CTProjector, ParallelBeam3D
 from medrecon.operators.ct_geometry import CTGeometry
 from medrecon.operators.finite_difference import FiniteDifference
+from medrecon.operators.mri import CartesianMRI
+from medrecon.operators.nufft import NonCartesianMRI, ToeplitzNormal
+from medrecon.operators.sampling import radial_trajectory, random_mask
+from medrecon.operators.wavelet import Wavelet2D
 
 REAL = (torch.float32, torch.float64)
 COMPLEX = (torch.complex64, torch.complex128)
@@ -75,6 +79,37 @@ def _ct(geometry: CTGeometry, projector: str | None):
     return build
 
 
+def _cartesian(coils: int, mask: str):
+    """Cartesian MRI on a 7 x 10 image (odd rows test the centring): a fastMRI column
+    mask ("columns"), a random 2D mask ("2d") or none ("none")."""
+    def build(device, dtype):
+        masks = {"columns": random_mask(10, 2, 0.2, seed=0),
+                 "2d": (_seeded((7, 10), torch.float32, "cpu", 5) > 0).float(), "none": None}
+        maps = _seeded((coils, 7, 10), dtype, "cpu", 6) if coils else None
+        return CartesianMRI((7, 10), masks[mask], maps, dtype=dtype, device=device)
+    return build
+
+
+def _nufft(coils: int, toeplitz: bool = False, weighted: bool = False):
+    """NUFFT MRI on a 12 x 10 image: 10 golden-angle half-spokes of 12 samples."""
+    def build(device, dtype):
+        ktraj = radial_trajectory(10, 12, (12, 10))
+        maps = _seeded((coils, 12, 10), dtype, "cpu", 7) if coils else None
+        weights = torch.rand(120, generator=torch.Generator().manual_seed(8)) if weighted else None
+        return NonCartesianMRI((12, 10), ktraj, maps, weights=weights, toeplitz=toeplitz,
+                               dtype=dtype, device=device)
+    return build
+
+
+def _toeplitz(device, dtype):
+    return ToeplitzNormal((2, 12, 10), radial_trajectory(10, 12, (12, 10)), dtype=dtype,
+                          device=device)
+
+
+_TOEPLITZ_NOTE = ("normal by Toeplitz embedding differs from adjoint(forward) by about 1e-5 "
+                  "relative (the kernel's interpolation error): inside complex64's check, "
+                  "not complex128's, so only complex64 is listed")
+
 _PARALLEL = CTGeometry.parallel((24, 20), n_views=9, pixel_size=0.7)
 _FAN = CTGeometry.fan((24, 20), n_views=11, source_to_isocenter=60.0,
                       isocenter_to_detector=40.0, pixel_size=1.3)
@@ -91,6 +126,9 @@ OPERATORS: dict[str, OperatorSpec] = {
     "composed_sum": OperatorSpec(_composed, ALL),
     "finite_difference_2d": OperatorSpec(lambda d, t: FiniteDifference((6, 5), t, d), ALL),
     "finite_difference_3d": OperatorSpec(lambda d, t: FiniteDifference((3, 4, 5), t, d), ALL),
+    "wavelet_db4": OperatorSpec(lambda d, t: Wavelet2D((16, 24), "db4", levels=2, dtype=t,
+                                                       device=d), ALL),
+    "wavelet_haar": OperatorSpec(lambda d, t: Wavelet2D((8, 12), "haar", dtype=t, device=d), ALL),
     "ct_parallel_linear": OperatorSpec(_ct(_PARALLEL, "linear"), REAL,
                                        adjoint_tolerance=(("cpu", 1e-5), ("cuda", 5e-2)),
                                        note=_CUDA_BP),
@@ -108,6 +146,17 @@ OPERATORS: dict[str, OperatorSpec] = {
         lambda d, t: ConeBeam3D((4, 16, 16), torch.linspace(0, 6.2, 8).tolist(), 8, 32,
                                 source_to_isocenter=60.0, isocenter_to_detector=40.0, device=d),
         (torch.float32,), devices=("cuda",), adjoint_tolerance=(("cuda", 5e-2),), note=_CUDA_BP),
+    "mri_cartesian_single_coil": OperatorSpec(_cartesian(0, "columns"), COMPLEX),
+    "mri_cartesian_single_coil_full": OperatorSpec(_cartesian(0, "none"), COMPLEX),
+    "mri_sense_2d_mask": OperatorSpec(_cartesian(3, "2d"), COMPLEX),
+    "mri_sense_columns": OperatorSpec(_cartesian(3, "columns"), COMPLEX),
+    "mri_sense_no_mask": OperatorSpec(_cartesian(3, "none"), COMPLEX),
+    "mri_nufft_single_coil": OperatorSpec(_nufft(0), COMPLEX),
+    "mri_nufft_multicoil": OperatorSpec(_nufft(3), COMPLEX),
+    "mri_nufft_multicoil_weighted": OperatorSpec(_nufft(3, weighted=True), COMPLEX),
+    "mri_nufft_multicoil_toeplitz": OperatorSpec(_nufft(3, toeplitz=True, weighted=True),
+                                                 (torch.complex64,), note=_TOEPLITZ_NOTE),
+    "mri_toeplitz_normal": OperatorSpec(_toeplitz, COMPLEX),
 }
 
 

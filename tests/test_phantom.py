@@ -82,3 +82,20 @@ def test_hu_and_attenuation_round_trip():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ct_phantom(**{"size": 64, **kwargs})
+
+
+def test_mr_phantom_is_a_complex_body_with_smooth_phase():
+    from medrecon.data.mr_phantom import mr_phantom
+
+    image = mr_phantom(128, seed=4)
+    assert image.dtype == np.complex64 and image.shape == (128, 128)
+    magnitude = np.abs(image)
+    assert magnitude.max() <= 1.0 + 1e-6 and magnitude[:6].max() == 0.0  # no table, no air
+    assert 0.15 < float((magnitude > 0.1).mean()) < 0.8
+    np.testing.assert_array_equal(image, mr_phantom(128, seed=4))
+    phase = np.angle(image[magnitude > 0.3])
+    assert np.abs(phase).max() <= np.pi / 2 + 1e-5 and float(phase.std()) > 0.05
+    # smooth: neighbouring pixels' phases differ by far less than a radian
+    inside = (magnitude[:, 1:] > 0.3) & (magnitude[:, :-1] > 0.3)
+    step = np.angle(image[:, 1:] * np.conj(image[:, :-1]))[inside]
+    assert np.abs(step).max() < 0.1

@@ -12,10 +12,14 @@ import time
 
 import torch
 
+from medrecon.solvers.cgsense import cgsense
 from medrecon.solvers.classical import cgls, fbp, sirt, tv
+from medrecon.solvers.l1wavelet import l1wavelet
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
+from medrecon.solvers.zero_filled import zero_filled
 
-SOLVERS = {"fbp": fbp, "cgls": cgls, "sirt": sirt, "tv": tv}
+SOLVERS = {"fbp": fbp, "cgls": cgls, "sirt": sirt, "tv": tv,
+           "zf": zero_filled, "cgsense": cgsense, "l1wavelet": l1wavelet}
 
 __all__ = ["SOLVERS", "Problem", "Reconstruction", "solve"]
 

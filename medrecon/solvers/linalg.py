@@ -49,8 +49,9 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
-                       x0: torch.Tensor, *, n_iter: int, tol: float = 0.0,
-                       ndim: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+                       x0: torch.Tensor, *, n_iter: int, tol: float = 0.0, ndim: int,
+                       on_iteration: Callable[[int, torch.Tensor], None] | None = None
+                       ) -> tuple[torch.Tensor, int, torch.Tensor]:
     """Solve ``apply(x) = b`` for Hermitian positive-definite ``apply`` by conjugate gradients.
 
     Hestenes & Stiefel (1952), "Methods of conjugate gradients for solving linear
@@ -70,6 +71,7 @@ def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.T
         n_iter: maximum number of iterations.
         tol: relative residual at which an item stops.
         ndim: number of trailing vector dimensions.
+        on_iteration: called as ``(k, x_k)`` after iteration ``k`` (1-based).
 
     Returns:
         ``(x, n_iterations_run, residual_history)``; the history holds ``||r_k|| / ||b||``
@@ -98,5 +100,7 @@ def conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.T
         relative = rr.sqrt() / b_norm
         history.append(relative)
         active = active & (relative > tol)
+        if on_iteration is not None:
+            on_iteration(len(history), x)
     residuals = torch.stack(history) if history else rr.new_zeros((0, *rr.shape))
     return x, len(history), residuals

@@ -1,0 +1,27 @@
+"""Helpers the diffusion samplers share: the starting noise and sample statistics."""
+
+from __future__ import annotations
+
+import torch
+
+from medrecon.priors.base import standard_noise
+from medrecon.solvers.problem import Problem
+
+
+def start_noise(problem: Problem, n_samples: int, sigma_max: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """``x_T = sigma_max * z`` of shape ``(n_samples, *batch, *domain)``."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    like = problem.image_like().expand(n_samples, *problem.image_like().shape)
+    return sigma_max * standard_noise(like, generator)
+
+
+def sample_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean image and pixelwise standard deviation (of the magnitude-free complex
+    values: ``sqrt(E|x - mean|^2)``) over the first dimension; std is 0 for one sample."""
+    mean = samples.mean(0)
+    if samples.shape[0] < 2:
+        return mean, torch.zeros_like(mean.real)
+    std = ((samples - mean).abs() ** 2).sum(0).div(samples.shape[0] - 1).sqrt()
+    return mean, std

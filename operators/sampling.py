@@ -1,0 +1,221 @@
+"""MRI sampling patterns: Cartesian masks and non-Cartesian trajectories.
+
+Cartesian masks (torch ``float32`` tensors of zeros and ones, as fastMRI's mask
+functions return) act on k-space laid out by :func:`medrecon.operators.mri.fft2c`, DC at
+index ``W//2`` (columns) and ``(H//2, W//2)`` (2D):
+
+- :func:`random_mask` and :func:`equispaced_mask`: 1D column masks with fastMRI's
+  semantics (fastmri/data/subsample.py, ``RandomMaskFunc`` and
+  ``EquispacedMaskFractionFunc``; Zbontar et al., "fastMRI: an open dataset and
+  benchmarks for accelerated MRI", arXiv:1811.08839, Section 4.2). Of ``width`` columns,
+  ``n_low = round(width * center_fraction)`` (Python's round, half to even) centred
+  ones, starting at ``(width - n_low + 1) // 2``, are always sampled; the others so that
+  the expected total is ``width / acceleration``.
+- :func:`poisson_mask`: a 2D variable-density Poisson-disc mask (SigPy's
+  ``sigpy.mri.poisson``).
+
+Randomness: both 1D masks draw from ``numpy.random.default_rng(seed)``: the same seed
+gives the same mask on every machine, different seeds give independent masks, and no
+global random state is touched. They follow fastMRI's rules but not its random stream
+(fastMRI uses a legacy ``RandomState``), so a seed does not reproduce fastMRI's mask.
+
+Trajectories are in torchkbnufft's units, radians per pixel in ``[-pi, pi]``, as a
+``float64`` tensor ``ktraj`` of shape ``(2, K)``; row ``d`` is the frequency along image
+axis ``d`` (row 0: ``H``, row 1: ``W``). SigPy's generators (and ``sigpy.nufft``) use
+cycles per field of view, ``k_d`` in ``[-N_d/2, N_d/2]``, as an array ``(..., 2)``
+whose last axis is ordered like the image axes. The conversion is
+
+    omega_d = 2 pi k_d / N_d        (:func:`sigpy_to_radians`, inverse :func:`radians_to_sigpy`).
+
+Example:
+    >>> from medrecon.operators.sampling import radial_trajectory, random_mask
+    >>> mask = random_mask(368, acceleration=4, center_fraction=0.08, seed=0)
+    >>> mask.shape, int(mask[184 - 14: 184 + 15].sum())           # 29 centre columns
+    (torch.Size([368]), 29)
+    >>> radial_trajectory(n_spokes=8, n_readout=32, image_shape=(64, 64)).shape
+    torch.Size([2, 256])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import sigpy.mri
+import torch
+
+
+def _positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _shape_2d(shape: Sequence[int], name: str = "image_shape") -> tuple[int, int]:
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be (H, W), got {tuple(shape)}")
+    return _positive_int(shape[0], name), _positive_int(shape[1], name)
+
+
+def _centre_columns(width: int, acceleration: float, center_fraction: float) -> int:
+    """Validate the 1D mask parameters; the number of fully sampled centre columns."""
+    width = _positive_int(width, "width")
+    if not math.isfinite(acceleration) or acceleration < 1:
+        raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration}")
+    if not 0 < center_fraction < 1:
+        raise ValueError(f"center_fraction must lie in (0, 1), got {center_fraction}")
+    n_low = round(width * center_fraction)
+    if n_low * acceleration >= width:
+        raise ValueError(f"the {n_low} centre columns (center_fraction {center_fraction} of "
+                         f"{width}) already reach acceleration {acceleration}: lower "
+                         "center_fraction or acceleration")
+    return n_low
+
+
+def _with_centre(mask: np.ndarray, n_low: int) -> torch.Tensor:
+    start = (mask.size - n_low + 1) // 2
+    mask[start: start + n_low] = True
+    return torch.from_numpy(mask.astype(np.float32))
+
+
+def random_mask(width: int, acceleration: float, center_fraction: float,
+                seed: int) -> torch.Tensor:
+    """fastMRI's ``RandomMaskFunc`` column mask, shape ``(width,)``.
+
+    Besides the ``n_low`` centre columns, each column is drawn independently with
+    probability ``p = (width / acceleration - n_low) / (width - n_low)``, so the expected
+    number of sampled columns is exactly ``width / acceleration``.
+    """
+    n_low = _centre_columns(width, acceleration, center_fraction)
+    prob = (width / acceleration - n_low) / (width - n_low)
+    mask = np.random.default_rng(seed).uniform(size=width) < prob
+    return _with_centre(mask, n_low)
+
+
+def equispaced_mask(width: int, acceleration: float, center_fraction: float, seed: int,
+                    offset: int | None = None) -> torch.Tensor:
+    """fastMRI's ``EquispacedMaskFractionFunc`` column mask, shape ``(width,)``.
+
+    The centre columns plus columns ``round(offset + j * a)`` for ``j = 0, 1, ...`` below
+    ``width - 1``, spaced by the adjusted acceleration
+
+        a = acceleration (n_low - width) / (n_low acceleration - width),
+
+    which makes ``n_low + (width - n_low) / a = width / acceleration``: the total matches
+    the target up to rounding and overlap with the centre. ``offset`` (default: drawn
+    uniformly from ``0 .. round(a) - 1`` with the seed) shifts the pattern.
+    """
+    n_low = _centre_columns(width, acceleration, center_fraction)
+    spacing = acceleration * (n_low - width) / (n_low * acceleration - width)
+    if offset is None:
+        offset = int(np.random.default_rng(seed).integers(0, max(round(spacing), 1)))
+    elif not 0 <= offset < width:
+        raise ValueError(f"offset must lie in [0, {width}), got {offset}")
+    mask = np.zeros(width, dtype=bool)
+    mask[np.around(np.arange(offset, width - 1, spacing)).astype(np.int64)] = True
+    return _with_centre(mask, n_low)
+
+
+def poisson_mask(shape: Sequence[int], acceleration: float, *,
+                 calibration: Sequence[int] = (0, 0), seed: int = 0,
+                 crop_corner: bool = True, tolerance: float = 0.1) -> torch.Tensor:
+    """2D variable-density Poisson-disc mask ``(H, W)`` by ``sigpy.mri.poisson``.
+
+    SigPy draws Bridson's Poisson-disc samples (Bridson, "Fast Poisson disk sampling in
+    arbitrary dimensions", SIGGRAPH sketches 2007) with a minimum distance growing as
+    ``1 + s r`` with the normalised k-space radius ``r`` (measured from the edge of the
+    calibration region), and bisects the slope ``s`` until ``H W / (number sampled)``
+    is within ``tolerance`` of ``acceleration``.
+
+    The calibration region is the fully sampled centre block of ``calibration = (ch,
+    cw)`` rows and columns, ``[int(H/2 - ch/2), int(H/2 + ch/2))`` by the same for
+    columns (``(0, 0)``: none). ``crop_corner`` removes samples outside the inscribed
+    ellipse ``r < 1``. SigPy seeds numba's generator with ``seed`` inside its compiled
+    sampler, so a seed gives the same mask every time and NumPy's global state is left
+    as it was.
+    """
+    height, width = _shape_2d(shape, "shape")
+    if not math.isfinite(acceleration) or acceleration <= 1:
+        raise ValueError(f"acceleration must be a finite number > 1, got {acceleration}")
+    calib = _shape_2d(calibration, "calibration") if any(calibration) else (0, 0)
+    if calib[0] >= height or calib[1] >= width or min(calib) < 0:
+        raise ValueError(f"calibration {tuple(calibration)} must be smaller than the "
+                         f"shape {(height, width)}")
+    try:
+        mask = sigpy.mri.poisson((height, width), acceleration, calib=calib,
+                                 dtype=np.float32, crop_corner=crop_corner, seed=int(seed),
+                                 tol=tolerance)
+    except ValueError as err:
+        raise ValueError(f"poisson_mask: {err} (shape {(height, width)}, calibration "
+                         f"{calib})") from err
+    return torch.from_numpy(np.ascontiguousarray(mask))
+
+
+def sigpy_to_radians(coord: np.ndarray | torch.Tensor,
+                     image_shape: Sequence[int]) -> torch.Tensor:
+    """SigPy coordinates ``(..., 2)`` in cycles per FOV to ``ktraj (2, K)`` in radians,
+    ``omega_d = 2 pi k_d / N_d`` (samples flattened in C order)."""
+    shape = _shape_2d(image_shape)
+    coord = torch.as_tensor(np.asarray(coord), dtype=torch.float64)
+    if coord.ndim < 1 or coord.shape[-1] != 2:
+        raise ValueError(f"coordinates must have shape (..., 2), got {tuple(coord.shape)}")
+    scale = torch.tensor([2 * math.pi / n for n in shape], dtype=torch.float64)
+    return (coord.reshape(-1, 2) * scale).T.contiguous()
+
+
+def radians_to_sigpy(ktraj: torch.Tensor, image_shape: Sequence[int]) -> np.ndarray:
+    """``ktraj (2, K)`` in radians to SigPy coordinates ``(K, 2)`` in cycles per FOV."""
+    shape = _shape_2d(image_shape)
+    if ktraj.ndim != 2 or ktraj.shape[0] != 2:
+        raise ValueError(f"ktraj must have shape (2, K), got {tuple(ktraj.shape)}")
+    scale = np.array([n / (2 * math.pi) for n in shape])
+    return ktraj.detach().cpu().double().numpy().T * scale
+
+
+def radial_trajectory(n_spokes: int, n_readout: int, image_shape: Sequence[int],
+                      golden: bool = True) -> torch.Tensor:
+    """Radial trajectory by ``sigpy.mri.radial``, in radians, shape ``(2, n_spokes *
+    n_readout)``, spoke after spoke.
+
+    SigPy's 2D spokes are centre-out half-spokes: sample ``j`` of spoke ``n`` is at radius
+    ``j / (2 n_readout)`` of the matrix (``0 <= j < n_readout``, so ``|omega| < pi``) and
+    angle ``n phi``, with the golden angle ``phi = pi (3 - sqrt 5)`` (about 137.5 degrees;
+    Winkelmann et al., IEEE TMI 26:68-76, 2007) or ``phi = 2 pi / n_spokes``. A full
+    diameter of ``2 n_readout`` samples is two half-spokes; Nyquist for an ``N x N``
+    image needs about ``pi N`` half-spokes.
+    """
+    shape = _shape_2d(image_shape)
+    n_spokes = _positive_int(n_spokes, "n_spokes")
+    n_readout = _positive_int(n_readout, "n_readout")
+    coord = sigpy.mri.radial((n_spokes, n_readout, 2), shape, golden=golden)
+    return sigpy_to_radians(coord, shape)
+
+
+def spiral_trajectory(image_size: int, n_interleaves: int, *, fov: float = 0.24,
+                      undersampling: float = 1.0, readout_sampling: float = 1.0,
+                      alpha: float = 1.0, max_gradient: float = 0.04,
+                      max_slew: float = 150.0) -> torch.Tensor:
+    """Variable-density spiral by ``sigpy.mri.spiral`` (Kim, Adalsteinsson & Spielman,
+    "Simple analytic variable density spiral design", MRM 50:214-219, 2003), in radians,
+    shape ``(2, K)``, interleave after interleave, for an ``image_size`` square image.
+
+    SigPy returns k in 1/m for a field of view ``fov`` (m); ``k * fov`` is in cycles per
+    FOV, within ``[-N/2, N/2]``, and :func:`sigpy_to_radians` maps it to ``[-pi, pi]``.
+    ``undersampling`` is SigPy's ``R``, ``readout_sampling`` its ``f_sampling``,
+    ``alpha`` the density exponent (1: uniform), ``max_gradient`` in T/m and ``max_slew``
+    in T/m/s.
+    """
+    size = _positive_int(image_size, "image_size")
+    n_interleaves = _positive_int(n_interleaves, "n_interleaves")
+    for name, value in (("fov", fov), ("undersampling", undersampling),
+                        ("readout_sampling", readout_sampling), ("alpha", alpha),
+                        ("max_gradient", max_gradient), ("max_slew", max_slew)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value}")
+    if n_interleaves * undersampling >= size / 2:
+        raise ValueError(f"n_interleaves * undersampling ({n_interleaves * undersampling}) "
+                         f"must be below image_size / 2 ({size / 2})")
+    k = sigpy.mri.spiral(fov, size, readout_sampling, undersampling, n_interleaves, alpha,
+                         max_gradient, max_slew)
+    return sigpy_to_radians(np.asarray(k) * fov, (size, size))

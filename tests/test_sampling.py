@@ -1,0 +1,198 @@
+"""Sampling patterns: fastMRI column masks, Poisson-disc masks, radial and spiral
+trajectories, and SigPy's units."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medrecon.operators.nufft import check_trajectory
+from medrecon.operators.sampling import (
+    equispaced_mask,
+    poisson_mask,
+    radial_trajectory,
+    radians_to_sigpy,
+    random_mask,
+    sigpy_to_radians,
+    spiral_trajectory,
+)
+
+FASTMRI_SETTINGS = [(368, 4, 0.08), (368, 8, 0.04), (320, 4, 0.08), (372, 6, 0.06), (41, 3, 0.1)]
+MASKS = [random_mask, equispaced_mask]
+
+
+def _centre(width: int, center_fraction: float) -> slice:
+    n_low = round(width * center_fraction)
+    start = (width - n_low + 1) // 2
+    return slice(start, start + n_low)
+
+
+@pytest.mark.parametrize("make", MASKS)
+@pytest.mark.parametrize("width, acceleration, center_fraction", FASTMRI_SETTINGS)
+def test_centre_is_fully_sampled_around_dc(make, width, acceleration, center_fraction):
+    mask = make(width, acceleration, center_fraction, seed=1)
+    assert mask.shape == (width,) and mask.dtype == torch.float32
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    centre = _centre(width, center_fraction)
+    assert bool((mask[centre] == 1).all())
+    assert centre.start <= width // 2 < centre.stop      # the DC column of fft2c
+
+
+@pytest.mark.parametrize("make", MASKS)
+def test_masks_are_reproducible_by_seed_and_differ_between_seeds(make):
+    a = make(368, 4, 0.08, seed=7)
+    assert torch.equal(a, make(368, 4, 0.08, seed=7))
+    others = [make(368, 4, 0.08, seed=s) for s in range(8, 14)]
+    assert any(not torch.equal(a, b) for b in others)
+
+
+@pytest.mark.parametrize("width, acceleration, center_fraction", FASTMRI_SETTINGS)
+def test_random_mask_reaches_the_acceleration_on_average(width, acceleration, center_fraction):
+    n = 400
+    counts = torch.stack([random_mask(width, acceleration, center_fraction, seed=s).sum()
+                          for s in range(n)])
+    n_low = round(width * center_fraction)
+    prob = (width / acceleration - n_low) / (width - n_low)
+    # the count outside the centre is Binomial(width - n_low, prob): test the mean to 4 sd
+    sd = math.sqrt((width - n_low) * prob * (1 - prob) / n)
+    assert abs(float(counts.double().mean()) - width / acceleration) < 4 * sd
+
+
+@pytest.mark.parametrize("width, acceleration, center_fraction", FASTMRI_SETTINGS)
+def test_equispaced_mask_reaches_the_acceleration_with_even_gaps(width, acceleration,
+                                                                 center_fraction):
+    n_low = round(width * center_fraction)
+    spacing = acceleration * (n_low - width) / (n_low * acceleration - width)
+    for seed in range(5):
+        mask = equispaced_mask(width, acceleration, center_fraction, seed=seed)
+        assert abs(float(mask.sum()) - width / acceleration) <= 2
+        outside = mask.clone()
+        outside[_centre(width, center_fraction)] = 0
+        gaps = np.diff(np.flatnonzero(outside.numpy()))
+        gaps = gaps[gaps < n_low]                     # gaps that do not jump over the centre
+        assert set(gaps.tolist()) <= {math.floor(spacing), math.ceil(spacing)}
+
+
+def test_equispaced_mask_by_hand():
+    # width 10, acceleration 2, centre 0.2: 2 centre columns (4, 5); spacing
+    # 2 (2 - 10) / (2 * 2 - 10) = 8/3; offset 0: round(0, 2.67, 5.33, 8) = 0, 3, 5, 8
+    mask = equispaced_mask(10, 2, 0.2, seed=0, offset=0)
+    assert mask.tolist() == [1, 0, 0, 1, 1, 1, 0, 0, 1, 0]
+
+
+def test_random_mask_at_acceleration_one_samples_everything():
+    assert bool((random_mask(64, 1, 0.1, seed=0) == 1).all())
+
+
+@pytest.mark.parametrize("make", MASKS)
+@pytest.mark.parametrize("args, match", [
+    ((368, 0.5, 0.08), "acceleration"),
+    ((368, float("nan"), 0.08), "acceleration"),
+    ((368, 4, 0.0), "center_fraction"),
+    ((368, 4, 1.0), "center_fraction"),
+    ((368, 4, 0.3), "centre columns"),
+    ((0, 4, 0.08), "width"),
+    ((36.5, 4, 0.08), "width"),
+])
+def test_bad_mask_parameters(make, args, match):
+    with pytest.raises(ValueError, match=match):
+        make(*args, seed=0)
+
+
+def test_equispaced_offset_out_of_range():
+    with pytest.raises(ValueError, match="offset"):
+        equispaced_mask(64, 4, 0.08, seed=0, offset=64)
+
+
+def test_poisson_mask_statistics_and_calibration():
+    state = np.random.get_state()[1].copy()
+    mask = poisson_mask((48, 40), 4, calibration=(8, 6), seed=3)
+    assert np.array_equal(np.random.get_state()[1], state)      # global state untouched
+    assert mask.shape == (48, 40) and mask.dtype == torch.float32
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    assert abs(48 * 40 / float(mask.sum()) - 4) < 0.1
+    assert bool((mask[20:28, 17:23] == 1).all())                 # int(24 -+ 4), int(20 -+ 3)
+    # variable density: the centre is sampled more densely than the periphery
+    yy, xx = torch.meshgrid(torch.arange(48) - 24, torch.arange(40) - 20, indexing="ij")
+    r = torch.sqrt((yy / 24.0) ** 2 + (xx / 20.0) ** 2)
+    inner = float(mask[(r > 0.25) & (r < 0.5)].mean())
+    outer = float(mask[(r > 0.75) & (r < 1.0)].mean())
+    assert inner > 1.5 * outer
+    assert float(mask[r >= 1].sum()) == 0                        # corners cropped
+
+
+def test_poisson_mask_is_reproducible_by_seed():
+    a = poisson_mask((32, 32), 3, seed=5)
+    assert torch.equal(a, poisson_mask((32, 32), 3, seed=5))
+    assert not torch.equal(a, poisson_mask((32, 32), 3, seed=6))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"acceleration": 1.0}, "acceleration"),
+    ({"acceleration": 4, "calibration": (32, 4)}, "calibration"),
+    ({"acceleration": 4, "calibration": (4,)}, "calibration"),
+    ({"acceleration": 4, "shape": (32,)}, "shape"),
+    ({"acceleration": 60}, "poisson_mask"),
+])
+def test_bad_poisson_parameters(kwargs, match):
+    kwargs = {"shape": (32, 32), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        poisson_mask(**kwargs)
+
+
+def test_sigpy_units_convert_to_radians_and_back():
+    coord = np.array([[[3.0, -2.5], [-8.0, 10.0]], [[0.0, 0.0], [7.9, -9.9]]])
+    ktraj = sigpy_to_radians(coord, (16, 20))
+    assert ktraj.shape == (2, 4) and ktraj.dtype == torch.float64
+    expected = np.stack([coord[..., 0].ravel() * 2 * np.pi / 16,
+                         coord[..., 1].ravel() * 2 * np.pi / 20])
+    np.testing.assert_allclose(ktraj.numpy(), expected, rtol=1e-15)
+    assert ktraj[0, 2] == -math.pi and ktraj[1, 2] == math.pi        # the corners of SigPy's
+    np.testing.assert_allclose(radians_to_sigpy(ktraj, (16, 20)), coord.reshape(-1, 2),
+                               rtol=1e-14)
+    with pytest.raises(ValueError, match="shape"):
+        sigpy_to_radians(np.zeros((4, 3)), (16, 20))
+
+
+@pytest.mark.parametrize("golden", [True, False])
+def test_radial_trajectory_geometry(golden):
+    spokes, readout = 12, 16
+    ktraj = radial_trajectory(spokes, readout, (32, 24), golden=golden)
+    assert ktraj.shape == (2, spokes * readout) and ktraj.dtype == torch.float64
+    check_trajectory(ktraj)
+    k = ktraj.reshape(2, spokes, readout)
+    radius = torch.linalg.vector_norm(k, dim=0)
+    # sample j of every spoke at radius 2 pi j / (2 readout), in radians, for any matrix
+    expected = torch.arange(readout, dtype=torch.float64) * math.pi / readout
+    torch.testing.assert_close(radius, expected.expand(spokes, readout))
+    assert float(radius.max()) < math.pi
+    angles = torch.atan2(k[0, :, -1], k[1, :, -1])
+    step = math.pi * (3 - math.sqrt(5)) if golden else 2 * math.pi / spokes
+    turn = torch.remainder(angles.diff() - step + math.pi, 2 * math.pi) - math.pi
+    assert float(turn.abs().max()) < 1e-12
+
+
+def test_spiral_trajectory_fills_the_disc_in_radians():
+    ktraj = spiral_trajectory(64, 8)
+    check_trajectory(ktraj)
+    assert ktraj.shape[0] == 2 and ktraj.shape[1] > 1000
+    radius = torch.linalg.vector_norm(ktraj, dim=0)
+    assert float(radius[0]) == 0.0
+    # SigPy's k * fov reaches N/2 cycles: pi radians
+    assert math.pi * 0.99 < float(radius.max()) <= math.pi + 1e-12
+    # eight interleaves: copies rotated by 2 pi / 8
+    k = torch.complex(ktraj[0], ktraj[1]).reshape(8, -1)
+    torch.testing.assert_close(k[1], k[0] * np.exp(2j * np.pi / 8))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"image_size": 64, "n_interleaves": 32}, "n_interleaves"),
+    ({"image_size": 64, "n_interleaves": 0}, "n_interleaves"),
+    ({"image_size": 64, "n_interleaves": 4, "fov": -1.0}, "fov"),
+])
+def test_bad_spiral_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        spiral_trajectory(**kwargs)

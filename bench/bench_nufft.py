@@ -8,6 +8,10 @@ tables and Toeplitz kernel), the relative difference between the Toeplitz normal
 adjoint(forward), and the speed-up of the Toeplitz normal over forward + adjoint, on
 CPU and on CUDA when present.
 
+On a small shared CPU, OpenMP threads that spin while waiting can slow torchkbnufft's
+forked interpolation many times over (2 cores under load: adjoint 0.43 s with one
+thread, 7 s with two); ``--threads 1`` or ``OMP_WAIT_POLICY=PASSIVE`` avoid that.
+
     python bench/bench_nufft.py [--size 256] [--coils 8] [--spokes 804] [--readout 256]
                                 [--repeats 5] [--threads N]
 """
@@ -15,6 +19,7 @@ CPU and on CUDA when present.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -92,8 +97,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, complex64, "
-          f"radial golden angle: {args.spokes} half-spokes x {args.readout} samples")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}, complex64, radial golden angle: "
+          f"{args.spokes} half-spokes x {args.readout} samples")
     print(f"{'device':<7}{'size':>5}{'coils':>6}{'samples':>9}{'setup s':>9}{'fwd ms':>10}"
           f"{'adj ms':>10}{'f+a ms':>10}{'toep ms':>10}{'ratio':>8}{'rel diff':>10}")
     for device in devices:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medrecon.errors import OperatorShapeError
-from medrecon.operators.mri import FFT2c, CartesianMRI, fft2c, ifft2c
+from medrecon.operators.mri import CartesianMRI, FFT2c, fft2c, ifft2c
 
 SHAPES = [(8, 8), (7, 10), (5, 5), (6, 9)]
 

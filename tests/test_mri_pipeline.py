@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from medrecon.cli import EXIT_BAD_INPUT, main
+from medrecon.cli import main
 from medrecon.data.dicom import read_dicom
 from medrecon.data.kspace import FastMRIFile
 from medrecon.data.kspace_write import write_kspace_file

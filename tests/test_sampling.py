@@ -107,21 +107,42 @@ def test_equispaced_offset_out_of_range():
         equispaced_mask(64, 4, 0.08, seed=0, offset=64)
 
 
+def _sigpy_radius(shape, calib):
+    """SigPy's normalised radius: distance beyond the calibration half-width per axis,
+    scaled to 1 at the edge."""
+    axes = []
+    for n, c in zip(shape, calib):
+        d = np.maximum(np.abs(np.arange(n) - n / 2) - c / 2, 0)
+        axes.append(d / d.max())
+    return np.sqrt(axes[0][:, None] ** 2 + axes[1][None, :] ** 2)
+
+
 def test_poisson_mask_statistics_and_calibration():
-    state = np.random.get_state()[1].copy()
+    # the legacy global generator is what SigPy's seeding could have disturbed
+    state = np.random.get_state()[1].copy()  # noqa: NPY002
     mask = poisson_mask((48, 40), 4, calibration=(8, 6), seed=3)
-    assert np.array_equal(np.random.get_state()[1], state)      # global state untouched
+    assert np.array_equal(np.random.get_state()[1], state)  # noqa: NPY002
     assert mask.shape == (48, 40) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) == {0.0, 1.0}
     assert abs(48 * 40 / float(mask.sum()) - 4) < 0.1
     assert bool((mask[20:28, 17:23] == 1).all())                 # int(24 -+ 4), int(20 -+ 3)
-    # variable density: the centre is sampled more densely than the periphery
-    yy, xx = torch.meshgrid(torch.arange(48) - 24, torch.arange(40) - 20, indexing="ij")
-    r = torch.sqrt((yy / 24.0) ** 2 + (xx / 20.0) ** 2)
-    inner = float(mask[(r > 0.25) & (r < 0.5)].mean())
-    outer = float(mask[(r > 0.75) & (r < 1.0)].mean())
-    assert inner > 1.5 * outer
+    r = torch.from_numpy(_sigpy_radius((48, 40), (8, 6)))
     assert float(mask[r >= 1].sum()) == 0                        # corners cropped
+    # variable density: the centre is sampled more densely than the periphery
+    inner = float(mask[(r > 0) & (r < 0.4)].mean())
+    outer = float(mask[(r > 0.6) & (r < 1.0)].mean())
+    assert inner > 1.5 * outer
+
+
+@pytest.mark.parametrize("shape, acceleration, calibration, seed", [
+    ((32, 32), 4, (8, 8), 3), ((64, 50), 6, (0, 0), 1), ((40, 64), 3, (10, 12), 0)])
+def test_poisson_mask_equals_sigpy(shape, acceleration, calibration, seed):
+    import sigpy.mri
+
+    expected = sigpy.mri.poisson(shape, acceleration, calib=calibration, dtype=np.float32,
+                                 seed=seed)
+    got = poisson_mask(shape, acceleration, calibration=calibration, seed=seed)
+    np.testing.assert_array_equal(got.numpy(), expected)
 
 
 def test_poisson_mask_is_reproducible_by_seed():
@@ -134,8 +155,10 @@ def test_poisson_mask_is_reproducible_by_seed():
     ({"acceleration": 1.0}, "acceleration"),
     ({"acceleration": 4, "calibration": (32, 4)}, "calibration"),
     ({"acceleration": 4, "calibration": (4,)}, "calibration"),
+    ({"acceleration": 4, "calibration": (-2, 4)}, "calibration"),
+    ({"acceleration": 4, "tolerance": 0.0}, "tolerance"),
     ({"acceleration": 4, "shape": (32,)}, "shape"),
-    ({"acceleration": 60}, "poisson_mask"),
+    ({"acceleration": 60}, "reaches acceleration"),   # SigPy itself never returns here
 ])
 def test_bad_poisson_parameters(kwargs, match):
     kwargs = {"shape": (32, 32), **kwargs}
@@ -150,7 +173,8 @@ def test_sigpy_units_convert_to_radians_and_back():
     expected = np.stack([coord[..., 0].ravel() * 2 * np.pi / 16,
                          coord[..., 1].ravel() * 2 * np.pi / 20])
     np.testing.assert_allclose(ktraj.numpy(), expected, rtol=1e-15)
-    assert ktraj[0, 2] == -math.pi and ktraj[1, 2] == math.pi        # the corners of SigPy's
+    # SigPy's edges -N/2 and N/2 cycles are -pi and pi radians
+    assert ktraj[0, 1] == -math.pi and ktraj[1, 1] == math.pi
     np.testing.assert_allclose(radians_to_sigpy(ktraj, (16, 20)), coord.reshape(-1, 2),
                                rtol=1e-14)
     with pytest.raises(ValueError, match="shape"):

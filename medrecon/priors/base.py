@@ -20,13 +20,15 @@ two real channels itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
 from medrecon.errors import NumericalError, OperatorShapeError
 from medrecon.operators.base import LinearOperator
-from medrecon.solvers.problem import Problem
+
+if TYPE_CHECKING:  # the solvers import this module; Problem is imported where it is used
+    from medrecon.solvers.problem import Problem
 
 
 @runtime_checkable
@@ -115,6 +117,8 @@ class PriorSpace:
 
 def prior_space(problem: Problem, denoiser: Denoiser) -> PriorSpace:
     """Map ``problem`` into ``denoiser``'s intensity space (checks the layout first)."""
+    from medrecon.solvers.problem import Problem
+
     A = problem.operator
     check_fits(denoiser, A)
     scale, offset = float(denoiser.scale), float(denoiser.offset)

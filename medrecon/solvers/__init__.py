@@ -14,12 +14,16 @@ import torch
 
 from medrecon.solvers.cgsense import cgsense
 from medrecon.solvers.classical import cgls, fbp, sirt, tv
+from medrecon.solvers.dds import dds
+from medrecon.solvers.dps import dps
 from medrecon.solvers.l1wavelet import l1wavelet
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
+from medrecon.solvers.rmpvi import rmpvi
 from medrecon.solvers.zero_filled import zero_filled
 
 SOLVERS = {"fbp": fbp, "cgls": cgls, "sirt": sirt, "tv": tv,
-           "zf": zero_filled, "cgsense": cgsense, "l1wavelet": l1wavelet}
+           "zf": zero_filled, "cgsense": cgsense, "l1wavelet": l1wavelet,
+           "dps": dps, "dds": dds, "rmpvi": rmpvi}
 
 __all__ = ["SOLVERS", "Problem", "Reconstruction", "solve"]
 

@@ -299,6 +299,38 @@ def _device(name: str):
     raise InputError("--device", None, f"must be cpu or cuda, got {name!r}")
 
 
+# -- train-prior ------------------------------------------------------------------------
+@cli.command("train-prior")
+@click.argument("data", nargs=-1, required=True)
+@click.option("--modality", type=click.Choice(["ct", "mri"]), required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint file (.pt); the loss curve is written beside it.")
+@click.option("--steps", type=click.IntRange(min=1), default=20000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--crop", type=click.IntRange(min=16), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4,
+              show_default=True)
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999,
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue from this checkpoint.")
+@click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
+def train_prior(data: tuple[str, ...], modality: str, output: Path, steps: int,
+                batch_size: int, crop: int, lr: float, ema_decay: float, seed: int,
+                device: str, resume: Path | None, log_every: int) -> None:
+    """Train a diffusion prior (EDM, UNet) on DATA: DICOM/NIfTI/fastMRI files or folders,
+    or 'phantom:N' (CT: N procedural phantom slices)."""
+    from medrecon.priors.training import train_prior_main
+
+    path = train_prior_main(list(data), modality=modality, output=output, steps=steps,
+                            batch_size=batch_size, crop=crop, lr=lr, ema_decay=ema_decay,
+                            seed=seed, device=_device(device), resume=resume,
+                            log_every=log_every)
+    click.echo(f"wrote {path} (loss curve {path.with_name(path.stem + '_loss.png')})")
+
+
 # -- demo -------------------------------------------------------------------------------
 @cli.command()
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("medrecon-demo"),

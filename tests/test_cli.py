@@ -235,3 +235,16 @@ def test_npy_sinogram_with_geometry_options(capsys, sinogram, tmp_path):
         np.testing.assert_allclose(a["reconstruction"][()], b["reconstruction"][()], atol=1e-2)
     expect_bad_input(capsys, "recon", "ct", npy, "-o", tmp_path / "y.h5",
                      names="--image-size", says="needed")
+
+
+def test_train_prior_and_resume(capsys, tmp_path):
+    out = tmp_path / "prior.pt"
+    code, stdout, _ = run(capsys, "train-prior", "phantom:1", "--modality", "ct", "--steps", 2,
+                          "--batch-size", 2, "--crop", 32, "-o", out)
+    assert code == 0 and out.is_file() and (tmp_path / "prior_loss.png").is_file()
+    resumed = tmp_path / "more.pt"
+    code, _, _ = run(capsys, "train-prior", "phantom:1", "--modality", "ct", "--steps", 3,
+                     "--batch-size", 2, "--crop", 32, "--resume", out, "-o", resumed)
+    assert code == 0 and resumed.is_file()
+    expect_bad_input(capsys, "train-prior", tmp_path / "empty", "--modality", "ct", "--steps", 1,
+                     "-o", tmp_path / "x.pt", names="empty", says="")

@@ -27,7 +27,7 @@ def test_wheel_holds_the_mapped_packages_and_sample(wheel):
     for required in ("medrecon/__init__.py", "medrecon/operators/base.py",
                      "medrecon/operators/ct.py", "medrecon/data/dicom.py",
                      "medrecon/data/phantom.py", "medrecon/data/samples/ct_sparse_60.h5",
-                     "medrecon/solvers/classical.py"):
+                     "medrecon/solvers/classical.py", "medrecon/priors/network.py"):
         assert required in names, required
     assert not any(n.startswith(("tests/", "bench/", "operators/", "data/")) for n in names)
 

@@ -77,7 +77,7 @@ def cgsense(problem: Problem, *, weight: float = 0.0, n_iter: int = 30, tol: flo
     A = problem.operator
     nd = len(A.domain_shape)
     b = A.adjoint(problem.y)
-    start = initial_image(problem, x0)
+    start = problem.start(x0)
 
     def normal_operator(v: torch.Tensor) -> torch.Tensor:
         return A.normal(v) + weight * v if weight > 0 else A.normal(v)
@@ -98,19 +98,3 @@ def cgsense(problem: Problem, *, weight: float = 0.0, n_iter: int = 30, tol: flo
                           residuals=residuals,
                           info={"weight": weight, "cg_residuals": history,
                                 "stopped": "tolerance" if converged else "max_iter"})
-
-
-def initial_image(problem: Problem, x0: torch.Tensor | None) -> torch.Tensor:
-    """The start of an iteration: zeros, or a copy of ``x0`` broadcast to
-    ``(*batch, *domain_shape)`` (``x0`` itself is never modified nor returned), checked
-    against the operator's dtype and device."""
-    if x0 is None:
-        return problem.image_like()
-    A = problem.operator
-    shape = (*problem.batch_shape, *A.domain_shape)
-    if x0.dtype != A.dtype or x0.device.type != A.device.type:
-        raise ValueError(f"x0 must be {A.dtype} on {A.device}, got {x0.dtype} on {x0.device}")
-    try:
-        return x0.expand(shape).clone()
-    except RuntimeError:
-        raise ValueError(f"x0 of shape {tuple(x0.shape)} does not broadcast to {shape}") from None

@@ -39,13 +39,6 @@ DISCREPANCY_TAU = 1.0
 _RUNNING, _TOLERANCE, _DISCREPANCY = 0, 1, 2
 
 
-def _start(problem: Problem, x0: torch.Tensor | None) -> torch.Tensor:
-    """The initial iterate: zeros of the batch's shape, or a copy of ``x0`` (never modified)."""
-    if x0 is None:
-        return problem.image_like()
-    return x0.expand(*problem.batch_shape, *problem.operator.domain_shape).clone()
-
-
 def _stack(history: list[torch.Tensor], problem: Problem) -> torch.Tensor:
     """Per-iteration residuals as ``(iterations, *batch)`` (empty when none ran)."""
     if history:
@@ -126,7 +119,7 @@ def cgls(problem: Problem, *, n_iter: int = 50, tol: float = 1e-6,
     """
     A, y = problem.operator, problem.y
     nd, nr = len(A.domain_shape), len(A.range_shape)
-    x = _start(problem, x0)
+    x = problem.start(x0)
     r = y - A(x)
     s = A.adjoint(r)
     p = s
@@ -215,7 +208,7 @@ def sirt(problem: Problem, *, n_iter: int = 100, nonnegative: bool = True,
     col_weights = _reciprocal(A.adjoint(torch.ones(A.range_shape, dtype=A.range_dtype,
                                                    device=A.device)))
     y_norm = batched_norm(y, nr).clamp_min(torch.finfo(y.dtype).tiny)
-    x = _start(problem, x0)
+    x = problem.start(x0)
     r = y - A(x)
     history = []
     for k in range(n_iter):
@@ -315,7 +308,7 @@ def tv(problem: Problem, *, weight: float, n_iter: int = 200, nonnegative: bool 
     tiny = torch.finfo(y_norm.dtype).tiny
     y_norm = y_norm.clamp_min(tiny)
 
-    x = _start(problem, x0)
+    x = problem.start(x0)
     ax, gx = scale * A(x), G(x)
     ax_bar, gx_bar = ax, gx
     p, q = torch.zeros_like(y_scaled), torch.zeros_like(gx)

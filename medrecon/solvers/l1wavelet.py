@@ -41,7 +41,6 @@ import math
 import torch
 
 from medrecon.operators.wavelet import Wavelet2D
-from medrecon.solvers.cgsense import initial_image
 from medrecon.solvers.linalg import batched_norm
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
 
@@ -108,7 +107,7 @@ def l1wavelet(problem: Problem, *, weight: float, n_iter: int = 100, wavelet: st
     y_norm = batched_norm(y, nr)
     y_norm = y_norm.clamp_min(torch.finfo(y_norm.dtype).tiny)
 
-    x = initial_image(problem, x0)
+    x = problem.start(x0)
     ax = A(x)
     z, az, t = x, ax, 1.0
     history = []

@@ -50,6 +50,23 @@ class Problem:
         return torch.full((*self.batch_shape, *self.operator.domain_shape), fill,
                           dtype=self.operator.dtype, device=self.operator.device)
 
+    def start(self, x0: torch.Tensor | None = None) -> torch.Tensor:
+        """The start of an iteration: zeros, or a copy of ``x0`` broadcast to
+        ``(*batch, *domain_shape)`` (``x0`` itself is never modified nor returned),
+        checked against the operator's dtype and device."""
+        if x0 is None:
+            return self.image_like()
+        A = self.operator
+        shape = (*self.batch_shape, *A.domain_shape)
+        if x0.dtype != A.dtype or x0.device.type != A.device.type:
+            raise ValueError(f"x0 must be {A.dtype} on {A.device}, got {x0.dtype} on "
+                             f"{x0.device}")
+        try:
+            return x0.expand(shape).clone()
+        except RuntimeError:
+            raise ValueError(f"x0 of shape {tuple(x0.shape)} does not broadcast to "
+                             f"{shape}") from None
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """Relative data residual ``||A x - y|| / ||y||`` per batch item."""
         dims = tuple(range(-len(self.operator.range_shape), 0))

@@ -11,7 +11,9 @@ The file is in the fastMRI layout (:mod:`medrecon.data.kspace`) with ``|x|`` as
 Reconstruction (``medrecon recon mri``): per slice, coil maps by ESPIRiT from the
 fully sampled calibration region (from the gridded centre for non-Cartesian
 data), a SENSE operator (Cartesian or NUFFT, single coil without maps), the
-solver, the magnitude cropped to the header's reconstruction matrix as fastMRI
+solver, the magnitude set to zero outside the maps' support (where no coil sees
+the object, so the data say nothing and a sparsity prior would only leak into
+it), cropped to the header's reconstruction matrix as fastMRI
 does, and the metrics of :mod:`medrecon.metrics` with fastMRI's conventions
 (data range = the reference volume's maximum).
 """
@@ -49,7 +51,7 @@ PATTERNS = ("random", "equispaced", "poisson", "radial", "spiral")
 MRI_METHODS = ("zf", "cgsense", "l1wavelet", "tv")
 DEFAULT_CALIBRATION = 24
 MIN_CALIBRATION = 12  # a 6x6 ESPIRiT kernel on fewer lines gives unusable maps
-RELATIVE_WEIGHTS = {"cgsense": 1e-2, "l1wavelet": 3e-3, "tv": 3e-3}
+RELATIVE_WEIGHTS = {"cgsense": 1e-2, "l1wavelet": 1e-5, "tv": 3e-3}
 """Default regularisation weights relative to the data (see :func:`solver_params`)."""
 DEFAULT_ITERATIONS = {"cgsense": 30, "l1wavelet": 100, "tv": 100}
 
@@ -244,7 +246,10 @@ def reconstruct_kspace_file(path: str | Path, method: str, *, weight: float | No
             params = solver_params(method, problem, weight=weight, iterations=iterations)
             callback = progress(i, f.num_slices) if progress is not None else None
             result = solve(method, problem, callback=callback, **params)
-            image = centre_crop(result.image.detach().abs() * scale, recon_matrix)
+            image = result.image.detach().abs() * scale
+            if operator.maps is not None:  # the coils do not see outside their support
+                image = image * (operator.maps.abs().pow(2).sum(0) > 0)
+            image = centre_crop(image, recon_matrix)
             slices.append(image.cpu().numpy().astype(np.float32))
             records.append(result)
             if f.references:

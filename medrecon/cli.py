@@ -19,6 +19,9 @@ from medrecon.errors import InputError, MedreconError
 log = logging.getLogger("medrecon")
 
 CT_METHODS = ("fbp", "cgls", "sirt", "tv")
+PHANTOM_SIZE = click.option("--size", type=click.IntRange(min=16), default=256,
+                            show_default=True,
+                            help="Image size when IMAGE is the built-in 'phantom'.")
 EXIT_BAD_INPUT = 2
 
 
@@ -67,8 +70,7 @@ def simulate() -> None:
               help="Fan beam: source to isocentre (mm).")
 @click.option("--idd", type=float, default=500.0, show_default=True,
               help="Fan beam: isocentre to detector (mm).")
-@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
-              help="Image size when IMAGE is the built-in 'phantom'.")
+@PHANTOM_SIZE
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise and phantom seed.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Sinogram file (.h5).")
@@ -124,8 +126,7 @@ def simulate_ct(image: str, views: int, beam: str, turn: str | None, noise: str,
                                               "spiral"]), default="random", show_default=True)
 @click.option("--noise", default="none", show_default=True,
               help="none or gaussian:SIGMA (per real component of k-space).")
-@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
-              help="Image size when IMAGE is the built-in 'phantom'.")
+@PHANTOM_SIZE
 @click.option("--seed", type=int, default=0, show_default=True, help="Mask, noise, phantom.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="k-space file (.h5, fastMRI layout).")

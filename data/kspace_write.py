@@ -116,13 +116,17 @@ def _write_attrs(f: h5py.File, attrs: Mapping[str, object] | None) -> None:
 
 
 def write_fastmri_reconstruction(path: str | os.PathLike[str], reconstruction: ArrayLike, *,
+                                 reference: ArrayLike | None = None,
                                  attrs: Mapping[str, object] | None = None) -> Path:
     """Write ``reconstruction`` (real ``(slices, H, W)``) to ``/reconstruction`` as
-    float32, with root attributes ``attrs``, atomically; returns ``path``."""
+    float32 (and an optional real ``reference`` to ``/reference``), with root
+    attributes ``attrs``, atomically; returns ``path``."""
     path = Path(path)
     values = _check_real(path, "reconstruction", _numpy(reconstruction), 3)
     with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("reconstruction", data=values)
+        if reference is not None:
+            f.create_dataset("reference", data=np.asarray(reference, dtype=np.float32))
         _write_attrs(f, attrs)
     return path
 

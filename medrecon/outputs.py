@@ -16,11 +16,11 @@ import json
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from medrecon.data.atomic import atomic_file, check_output_path
+from medrecon.data.atomic import check_output_path
 from medrecon.data.dicom import write_dicom_series
+from medrecon.data.kspace_write import write_fastmri_reconstruction
 from medrecon.data.nifti import write_nifti
 from medrecon.data.volume import Volume
 from medrecon.errors import InputError
@@ -66,11 +66,9 @@ def write_reconstruction(volume: Volume, path: str | os.PathLike[str], *, method
         save_figure(path, comparison_panels(volume.array[middle], method, volume.units, ref),
                     suptitle=text)
     else:
-        with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("reconstruction", data=volume.array.astype(np.float32))
-            if reference is not None:
-                f.create_dataset("reference", data=np.asarray(reference, dtype=np.float32))
-            f.attrs.update(units=volume.units, spacing=volume.spacing, origin=volume.origin,
-                           orientation=volume.orientation, method=method,
-                           metrics=json.dumps(metrics))
+        write_fastmri_reconstruction(
+            path, volume.array, reference=reference,
+            attrs={"units": volume.units, "spacing": volume.spacing, "origin": volume.origin,
+                   "orientation": volume.orientation, "method": method,
+                   "metrics": json.dumps(metrics)})
     return path

@@ -11,18 +11,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from medrecon.data.dicom import describe_dicom, read_dicom
+from medrecon.data.dicom import describe_dicom
+from medrecon.data.images import is_nifti, read_image
 from medrecon.data.nifti import read_nifti
 from medrecon.data.sinogram import FORMAT as SINOGRAM_FORMAT
 from medrecon.data.sinogram import read_sinogram
-from medrecon.data.volume import Volume
 from medrecon.errors import InputError
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
 def _value_range(array: np.ndarray) -> str:
@@ -36,7 +30,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, object]:
         raise InputError(path, None, "no such file or folder")
     if path.is_dir() or path.suffix.lower() in (".dcm", ".ima", ""):
         return {"format": "DICOM", **describe_dicom(path)}
-    if _is_nifti(path):
+    if is_nifti(path):
         volume = read_nifti(path)
         return {"format": "NIfTI", "shape (slices, rows, cols)": volume.array.shape,
                 "spacing mm (slice, row, col)": volume.spacing, "values": _value_range(
@@ -88,7 +82,7 @@ def load_ct_image(image: str, *, size: int = 256, seed: int = 0) -> tuple[np.nda
 
         phantom = ct_phantom(size, seed=seed)
         return phantom.image[None], phantom.pixel_size
-    volume = _read_image(image)
+    volume = read_image(image)
     row, col = volume.spacing[1], volume.spacing[2]
     if abs(row - col) > 1e-3 * max(row, col):
         raise InputError(image, "PixelSpacing", f"pixels are not square ({row} x {col} mm)")
@@ -102,20 +96,9 @@ def load_mr_image(image: str, *, size: int = 256, seed: int = 0) -> np.ndarray:
         from medrecon.data.mr_phantom import mr_phantom
 
         return mr_phantom(size, seed=seed)[None]
-    array = _read_image(image).array.astype(np.float32)
+    array = read_image(image).array.astype(np.float32)
     array = array - min(float(array.min()), 0.0)
     peak = float(np.abs(array).max())
     if peak == 0:
         raise InputError(image, "pixel data", "the image is empty (all zero)")
     return (array / peak).astype(np.complex64)
-
-
-def _read_image(image: str) -> Volume:
-    """A DICOM file or folder, or a NIfTI file, with finite values."""
-    path = Path(image)
-    if not path.exists():
-        raise InputError(path, None, "no such file or folder")
-    volume: Volume = read_nifti(path) if _is_nifti(path) else read_dicom(path)
-    if not np.all(np.isfinite(volume.array)):
-        raise InputError(path, "pixel data", "contains NaN or infinite values")
-    return volume

@@ -39,9 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medrecon.data.dicom import read_dicom
+from medrecon.data.images import is_nifti, read_image
 from medrecon.data.kspace import FastMRIFile
-from medrecon.data.nifti import read_nifti
 from medrecon.data.phantom import REGIONS, ct_slice
 from medrecon.errors import InputError, MedreconError
 from medrecon.operators.mri import fft2c, ifft2c
@@ -145,10 +144,9 @@ def _expand_folder(folder: Path) -> Iterator[Path]:
 
 
 def _kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    if is_nifti(path):
         return "nifti"
-    if name.endswith((".h5", ".hdf5")):
+    if path.name.lower().endswith((".h5", ".hdf5")):
         return "hdf5"
     return "dicom"
 
@@ -164,11 +162,9 @@ def _read(item: str | Path, modality: str, crop: int) -> list[torch.Tensor]:
             raise InputError(item, "data", "k-space files train MRI priors only")
         slices = _fastmri(item)
     else:
-        volume = read_nifti(item) if kind == "nifti" else read_dicom(item)
+        volume = read_image(item)
         if modality == "ct" and volume.units not in ("HU", ""):
             raise InputError(item, "units", f"a CT prior needs HU, got {volume.units!r}")
-        if not np.all(np.isfinite(volume.array)):
-            raise InputError(item, "pixel data", "contains NaN or infinite values")
         slices = [torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32))
                   for s in volume.array]
     images = [(_ct(s) if modality == "ct" else _mri(s)) for s in slices

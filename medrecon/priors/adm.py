@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrecon.errors import InputError
+from medrecon.priors.checkpoint import load_torch_file
 from medrecon.priors.network import VPEpsDenoiser
 
 logger = logging.getLogger(__name__)
@@ -345,12 +346,7 @@ def read_state_dict(state_dict_or_path: Mapping[str, torch.Tensor] | str | PathL
     if isinstance(state_dict_or_path, Mapping):
         return "state dict", dict(state_dict_or_path)
     source = str(state_dict_or_path)
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError as err:
-        raise InputError(source, None, "no such file") from err
-    except Exception as err:  # any unpickling failure means the file is not a checkpoint
-        raise InputError(source, None, f"not a weights-only torch checkpoint ({err})") from err
+    state = load_torch_file(source, "weights-only torch checkpoint")
     if not isinstance(state, Mapping):
         raise InputError(source, None, f"holds a {type(state).__name__}, not a state dict")
     return source, dict(state)

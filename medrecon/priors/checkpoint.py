@@ -109,17 +109,25 @@ def _to_cpu(value: object) -> object:
     return value
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Read and validate a checkpoint (``weights_only=True``); raises :class:`InputError`
-    naming the file and the field for anything that is not a medrecon prior checkpoint."""
+def load_torch_file(path: str | os.PathLike[str], what: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing file or one that does
+    not unpickle as plain tensors and containers raises :class:`InputError` saying it is
+    not ``what``."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, "no such file")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
             ValueError, AttributeError, TypeError) as exc:
-        raise InputError(path, None, f"not a medrecon prior checkpoint ({_brief(exc)})") from None
+        raise InputError(path, None, f"not a {what} ({_brief(exc)})") from None
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and validate a checkpoint (``weights_only=True``); raises :class:`InputError`
+    naming the file and the field for anything that is not a medrecon prior checkpoint."""
+    path = Path(path)
+    record = load_torch_file(path, "medrecon prior checkpoint")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(path, "format", f"not a medrecon prior checkpoint (expected format "
                          f"{FORMAT!r})")

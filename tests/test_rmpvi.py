@@ -109,3 +109,41 @@ def test_bad_schedules_and_nan_prior(gaussian_case):
 
     with pytest.raises(NumericalError, match="step 0"):
         rmpvi(problem, Broken(prior.mean, 1.0), geometric(1e-2, 10.0, 4), inner_iter=2)
+
+
+class Expanding(GaussianPrior):
+    """A bad network: the exact denoiser reflected about the noisy input, ``2 x - D(x)``
+    (Jacobian eigenvalues above 1, as an under-trained network can have)."""
+
+    def __call__(self, x, sigma):
+        return 2 * x - super().__call__(x, sigma)
+
+
+def test_backtracking_keeps_a_bad_prior_finite(gaussian_case):
+    problem, prior, _ = gaussian_case
+    sigmas = geometric(1e-2, 10.0, 8)
+    bad = Expanding(prior.mean, 1.0)
+    plain = rmpvi(problem, bad, sigmas, inner_iter=20, backtrack=None)
+    guarded = rmpvi(problem, bad, sigmas, inner_iter=20)
+    assert not bool(torch.isfinite(plain.image).all()) or plain.image.abs().max() > 1e6
+    assert guarded.image.abs().max() < 100 and guarded.info["rejected_steps"] > 0
+
+
+def test_backtracking_never_triggers_on_an_exact_prior(gaussian_case):
+    problem, prior, _ = gaussian_case
+    result = rmpvi(problem, prior, geometric(1e-3, 100.0, 31), inner_iter=20)
+    assert result.info["rejected_steps"] == 0
+
+
+def test_pigdm_likelihood_without_backpropagation(gaussian_case):
+    """The Gaussian-Jacobian (Pi-GDM) likelihood is exact in J for this prior; with its
+    known curvature bounding the step, a large gamma stays finite."""
+    problem, prior, exact = gaussian_case
+    sigmas = geometric(1e-3, 100.0, 31)
+    result = rmpvi(problem, prior, sigmas, inner_iter=20, jacobian="gaussian")
+    assert _error(result.image, exact) < 0.2 * _error(prior.mean, exact)
+    heavy = rmpvi(problem, prior, sigmas, inner_iter=20, jacobian="gaussian", gamma=1e3,
+                  backtrack=None)
+    assert bool(torch.isfinite(heavy.image).all()) and heavy.image.abs().max() < 10
+    with pytest.raises(ValueError, match="jacobian"):
+        rmpvi(problem, prior, sigmas, jacobian="exact")

@@ -11,6 +11,15 @@ so a strategy may differentiate through the network.
   With ``sigma_y = 0`` the factor ``1 / sigma_y^2`` is dropped (use a balance that
   rescales it, as RMP-VI's ``zeta`` does), or the variance is inflated by the
   denoiser's uncertainty (``v_x0``, see :func:`dps_likelihood`).
+- :func:`pigdm_likelihood`: the same residual with the network's Jacobian replaced by
+  that of a Gaussian prior of variance ``v_x0``, ``J = v_x0 / (v_x0 + sigma^2) I``, and
+  the variance inflated the same way (Pi-GDM's isotropic form: Song, Vahdat, Mardani,
+  Kautz, ICLR 2023, eq. 7 with ``r^2 = v_x0 sigma^2 / (v_x0 + sigma^2)``):
+  ``J A^H (y - A D(x, sigma)) / (sigma_y^2 + r^2 ||A||^2)``. No back-propagation
+  (a third of the cost), and a curvature known in advance (``score.curvature(sigma)``,
+  which RMP-VI's step uses); a trained network's own
+  Jacobian is unreliable where it is evaluated at a mean image rather than at a noisy
+  one (off the distribution it was trained on).
 - :func:`gaussian_likelihood`: the exact score for a Gaussian prior ``N(m, diag(c))``
   (ALGORITHMS.md, "How its correctness is known"):
   ``J A^H (sigma_y^2 I + A R^2 A^H)^{-1} (y - A D(x, sigma))`` with
@@ -58,6 +67,31 @@ def dps_likelihood(problem: Problem, *, v_x0: float | None = None,
         # steepest-ascent direction in both cases, so the score is its negative
         return -gradient
 
+    return score
+
+
+def pigdm_likelihood(problem: Problem, *, v_x0: float = 1.0,
+                     operator_norm: float | None = None) -> LikelihoodScore:
+    """The likelihood score with a Gaussian prior's Jacobian (see the module docstring);
+    ``operator_norm`` is ``||A||`` (power iteration when ``None``). Needs no autograd."""
+    A, y = problem.operator, problem.y
+    norm2 = (operator_norm if operator_norm is not None else
+             A.norm(n_iter=30, generator=torch.Generator().manual_seed(0))) ** 2
+
+    def weight(sigma: float) -> tuple[float, float]:
+        jacobian = v_x0 / (v_x0 + sigma**2)
+        return jacobian, jacobian / (problem.sigma_y**2 + jacobian * sigma**2 * norm2)
+
+    def score(x: torch.Tensor, denoised: torch.Tensor, sigma: float) -> torch.Tensor:
+        with torch.no_grad():
+            return weight(sigma)[1] * A.H(y - A(denoised.detach()))
+
+    def curvature(sigma: float) -> float:
+        """Largest curvature of ``-log p(y | x_sigma)``: ``J^2 ||A||^2 / variance``."""
+        jacobian, scale = weight(sigma)
+        return jacobian * scale * norm2
+
+    score.curvature = curvature
     return score
 
 

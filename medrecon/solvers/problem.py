@@ -85,7 +85,7 @@ class Reconstruction:
         residuals: relative data residual per iteration, ``(iterations, *batch)``.
         nfe: network (denoiser) evaluations; 0 for classical methods.
         samples: posterior samples ``(n_samples, *batch, *domain)`` for samplers.
-        std: pixelwise standard deviation of the samples.
+        std: pixelwise standard deviation of the samples (``None`` for one sample).
         timings: seconds per phase, filled by :func:`medrecon.solvers.solve`.
         info: small method-specific facts (e.g. ``{"stopped": "tolerance"}``).
     """

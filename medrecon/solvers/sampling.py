@@ -17,11 +17,12 @@ def start_noise(problem: Problem, n_samples: int, sigma_max: float,
     return sigma_max * standard_noise(like, generator)
 
 
-def sample_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean image and pixelwise standard deviation (of the magnitude-free complex
-    values: ``sqrt(E|x - mean|^2)``) over the first dimension; std is 0 for one sample."""
+    values: ``sqrt(E|x - mean|^2)``) over the first dimension; no std (``None``) for
+    one sample, which says nothing about the spread."""
     mean = samples.mean(0)
     if samples.shape[0] < 2:
-        return mean, torch.zeros_like(mean.real)
+        return mean, None
     std = ((samples - mean).abs() ** 2).sum(0).div(samples.shape[0] - 1).sqrt()
     return mean, std

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch
 
 from medrecon.data.kspace import FastMRIFile
 from medrecon.data.volume import Volume
+from medrecon.diffusion_setup import DIFFUSION_METHODS, diffusion_params, mri_prior
 from medrecon.errors import InputError
 from medrecon.metrics import nmse, psnr, ssim
 from medrecon.operators.coils import espirit_maps, espirit_maps_noncartesian
@@ -44,11 +45,12 @@ from medrecon.operators.sampling import (
     spiral_trajectory,
 )
 from medrecon.operators.wavelet import Wavelet2D
+from medrecon.priors.base import Denoiser
 from medrecon.solvers import solve
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
 
 PATTERNS = ("random", "equispaced", "poisson", "radial", "spiral")
-MRI_METHODS = ("zf", "cgsense", "l1wavelet", "tv")
+MRI_METHODS = ("zf", "cgsense", "l1wavelet", "tv", *DIFFUSION_METHODS)
 DEFAULT_CALIBRATION = 24
 MIN_CALIBRATION = 12  # a 6x6 ESPIRiT kernel on fewer lines gives unusable maps
 RELATIVE_WEIGHTS = {"cgsense": 1e-2, "l1wavelet": 1e-5, "tv": 3e-3}
@@ -125,11 +127,38 @@ def simulate_kspace(image: np.ndarray, *, coils: int, pattern: str, acceleration
 # ------------------------------------------------------------------------ reconstruction
 @dataclass(frozen=True)
 class MRIResult:
-    """A reconstructed MR magnitude volume, its per-slice solver records and metrics."""
+    """A reconstructed MR magnitude volume, its per-slice solver records and metrics;
+    ``std`` is the samples' standard deviation map of a sampler (same units)."""
 
     volume: Volume
     reconstructions: list[Reconstruction]
     metrics: dict[str, float]
+    std: Volume | None = None
+
+
+def kspace_noise(y: torch.Tensor, radius: torch.Tensor, fraction: float = 0.05) -> float:
+    """Noise standard deviation per real component of k-space data ``y``, from the
+    ``fraction`` of its samples farthest from the centre (``radius``, broadcast against
+    ``y``; unsampled zeros are ignored), where the object's signal has died out: their
+    magnitude is Rayleigh distributed, with median ``sigma sqrt(2 ln 2)``."""
+    radius = torch.broadcast_to(radius, y.shape)
+    sampled = y != 0
+    values, r = y[sampled], radius[sampled]
+    if values.numel() == 0:
+        return 0.0
+    count = max(1, int(fraction * values.numel()))
+    outer = values[torch.topk(r.flatten(), count).indices].abs()
+    return float(outer.median()) / math.sqrt(2 * math.log(2))
+
+
+def _kspace_radius(f: FastMRIFile, device: torch.device) -> torch.Tensor:
+    """Distance of each sample from the k-space centre (grid units or radians)."""
+    if f.trajectory is not None:
+        return torch.linalg.vector_norm(f.trajectory.to(device), dim=0)
+    h, w = f.shape[-2:]
+    ky = torch.arange(h, device=device, dtype=torch.float32) - h // 2
+    kx = torch.arange(w, device=device, dtype=torch.float32) - w // 2
+    return torch.hypot(ky[:, None] / h, kx[None, :] / w)
 
 
 def calibration_width(mask: torch.Tensor | None, shape: tuple[int, ...]) -> int:
@@ -226,15 +255,23 @@ def reconstruct_kspace_file(path: str | Path, method: str, *, weight: float | No
                             iterations: int | None = None, calibration: int | None = None,
                             device: torch.device | str = "cpu",
                             progress: Callable[[int, int], Callback | None] | None = None,
-                            ) -> MRIResult:
+                            prior: Denoiser | None = None,
+                            diffusion: dict[str, object] | None = None,
+                            generator: torch.Generator | None = None) -> MRIResult:
     """Reconstruct every slice of a k-space file with ``method`` (see module docstring).
 
     ``progress(slice, n_slices)`` may return a solver callback for that slice.
+    Diffusion methods need ``prior`` (an MRI prior, rescaled per slice by
+    :func:`medrecon.diffusion_setup.mri_prior`), take ``diffusion`` keywords of
+    :func:`medrecon.diffusion_setup.diffusion_params` and use the noise level of
+    :func:`kspace_noise`.
     """
     if method not in MRI_METHODS:
         raise InputError(None, "--method", f"unknown MRI method {method!r}")
+    if method in DIFFUSION_METHODS and prior is None:
+        raise InputError(None, "prior", f"{method} needs a prior")
     device = torch.device(device)
-    slices, records, references = [], [], []
+    slices, records, references, stds = [], [], [], []
     with FastMRIFile(path) as f:
         recon_matrix = _recon_matrix(f)
         for i in range(f.num_slices):
@@ -242,15 +279,23 @@ def reconstruct_kspace_file(path: str | Path, method: str, *, weight: float | No
             operator = slice_operator(kspace, f, device, calibration)
             y = kspace if f.multicoil else kspace[0]
             scale = float(y.abs().max()) or 1.0
-            problem = Problem(operator, y / scale)
-            params = solver_params(method, problem, weight=weight, iterations=iterations)
+            if method in DIFFUSION_METHODS:
+                sigma_y = kspace_noise(y, _kspace_radius(f, device)) / scale
+                problem = Problem(operator, y / scale, sigma_y=sigma_y)
+                params = diffusion_params(method, problem, mri_prior(prior, problem),
+                                          generator=generator, modality="mri",
+                                          **(diffusion or {}))
+            else:
+                problem = Problem(operator, y / scale)
+                params = solver_params(method, problem, weight=weight, iterations=iterations)
             callback = progress(i, f.num_slices) if progress is not None else None
             result = solve(method, problem, callback=callback, **params)
-            image = result.image.detach().abs() * scale
-            if operator.maps is not None:  # the coils do not see outside their support
-                image = image * (operator.maps.abs().pow(2).sum(0) > 0)
-            image = centre_crop(image, recon_matrix)
-            slices.append(image.cpu().numpy().astype(np.float32))
+            support = (operator.maps.abs().pow(2).sum(0) > 0) if operator.maps is not None \
+                else None  # the coils do not see outside their support
+            image = _magnitude(result.image.detach(), scale, support, recon_matrix)
+            slices.append(image)
+            if result.std is not None:
+                stds.append(_magnitude(result.std.detach(), scale, support, recon_matrix))
             records.append(result)
             if f.references:
                 references.append(f.read_reference(i).cpu().numpy())
@@ -266,7 +311,17 @@ def reconstruct_kspace_file(path: str | Path, method: str, *, weight: float | No
     origin = (-(cols - 1) / 2 * spacing[2], -(rows - 1) / 2 * spacing[1], 0.0)
     volume = Volume(array=array, spacing=spacing, origin=origin, orientation=np.eye(3),
                     modality="MR", units="a.u.")
-    return MRIResult(volume, records, metrics)
+    std = replace(volume, array=np.stack(stds)) if stds else None
+    return MRIResult(volume, records, metrics, std)
+
+
+def _magnitude(image: torch.Tensor, scale: float, support: torch.Tensor | None,
+               matrix: tuple[int, int]) -> np.ndarray:
+    """``|image| * scale``, zero outside ``support``, cropped to ``matrix`` (float32)."""
+    image = image.abs() * scale
+    if support is not None:
+        image = image * support
+    return centre_crop(image, matrix).cpu().numpy().astype(np.float32)
 
 
 def _recon_matrix(f: FastMRIFile) -> tuple[int, int]:

@@ -195,7 +195,7 @@ def test_phantom_source():
     data = load_training_set(["phantom:2"], modality="ct", crop=64)
     assert len(data.images) == 2 and data.images[0].shape == (1, 256, 256)
     assert data.images[0].min() == pytest.approx(-1.0, abs=0.05)  # air
-    with pytest.raises(InputError, match="CT only"):
+    with pytest.raises(InputError, match="CT priors only"):
         load_training_set(["phantom:2"], modality="mri", crop=64)
     with pytest.raises(InputError, match="phantom:N"):
         load_training_set(["phantom:x"], modality="ct", crop=64)

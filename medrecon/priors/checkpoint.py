@@ -118,8 +118,11 @@ def load_torch_file(path: str | os.PathLike[str], what: str) -> object:
         raise InputError(path, None, "no such file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
-            ValueError, AttributeError, TypeError) as exc:
+    except pickle.UnpicklingError:
+        raise InputError(path, None, f"not a {what}: not a torch file, or one holding code "
+                         "(only plain tensors and containers are loaded)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError,
+            TypeError) as exc:
         raise InputError(path, None, f"not a {what} ({_brief(exc)})") from None
 
 
@@ -153,6 +156,17 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(metadata=metadata, weights=record["weights"], ema=record["ema"],
                       optimizer=record.get("optimizer"), step=int(record["step"]),
                       losses=losses.tolist(), rng=record.get("rng"))
+
+
+def export_prior(source: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Write the weights-only export of the checkpoint ``source`` to ``output``: the
+    moving average stands for both weight sets (stored once), no optimiser and no
+    generator state, so it is about a quarter of a full checkpoint and cannot resume."""
+    checkpoint = read_checkpoint(source)
+    ema = {k: v.detach().clone() for k, v in checkpoint.ema.items()}
+    return save_checkpoint(Checkpoint(metadata=checkpoint.metadata, weights=ema, ema=ema,
+                                      optimizer=None, step=checkpoint.step,
+                                      losses=checkpoint.losses, rng=None), output)
 
 
 def _brief(exc: BaseException) -> str:

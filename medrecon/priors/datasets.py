@@ -11,6 +11,9 @@ Sources (``paths`` of :func:`load_training_set`):
 - ``phantom`` or ``phantom:N`` (CT only): ``N`` slices (default 64) of the built-in
   procedural phantom family :func:`medrecon.data.phantom.ct_phantom`, seeds 0..N-1,
   alternating abdomen and thorax, 256 x 256.
+- ``mni152`` or ``mni152:N`` (MRI only, needs nilearn): ``N`` augmented complex slices
+  (default 64) of the MNI152 T1 template, seeds 0..N-1, 256 x 256
+  (:func:`medrecon.data.mni.mni152_slice`).
 
 Normalisation (stored in the checkpoint, ``data = scale * x + offset``):
 
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 CT_SCALE = 1000.0
 DEFAULT_PHANTOMS = 64
+GENERATED = {"phantom": "ct", "mni152": "mri"}
 PHANTOM_SIZE = 256
 LOWRES_LINES = 24
 
@@ -115,12 +119,14 @@ def load_training_set(paths: Sequence[str | os.PathLike[str]], *, modality: str,
 
 def _expand(source: str | os.PathLike[str], modality: str) -> Iterator[str | Path]:
     text = str(source)
-    if text == "phantom" or text.startswith("phantom:"):
-        if modality != "ct":
-            raise InputError(text, "data", "the built-in phantom family is CT only")
-        _phantom_count(text)
-        yield text
-        return
+    for name, needs in GENERATED.items():
+        if text == name or text.startswith(f"{name}:"):
+            if modality != needs:
+                raise InputError(text, "data", f"{name} images train {needs.upper()} priors "
+                                 "only")
+            _generated_count(text)
+            yield text
+            return
     path = Path(source)
     if path.is_file():
         yield path
@@ -152,9 +158,16 @@ def _kind(path: Path) -> str:
 
 
 def _read(item: str | Path, modality: str, crop: int) -> list[torch.Tensor]:
+    if isinstance(item, str) and item.startswith("mni152"):
+        from medrecon.data.mni import mni152_slice
+
+        slices = [torch.from_numpy(mni152_slice(s, size=PHANTOM_SIZE))
+                  for s in range(_generated_count(item))]
+        images = [_mri(s) for s in slices if min(s.shape) >= crop]
+        return [im for im in images if im is not None]
     if isinstance(item, str):
         slices = [torch.from_numpy(ct_slice(PHANTOM_SIZE, seed=s, region=REGIONS[s % len(REGIONS)]))
-                  for s in range(_phantom_count(item))]
+                  for s in range(_generated_count(item))]
         return [_ct(s) for s in slices if min(s.shape) >= crop]
     kind = "dicom" if item.is_dir() else _kind(item)
     if kind == "hdf5":
@@ -172,15 +185,16 @@ def _read(item: str | Path, modality: str, crop: int) -> list[torch.Tensor]:
     return [im for im in images if im is not None]
 
 
-def _phantom_count(item: str) -> int:
-    if item == "phantom":
+def _generated_count(item: str) -> int:
+    if ":" not in item:
         return DEFAULT_PHANTOMS
     try:
         count = int(item.split(":", 1)[1])
     except ValueError:
         count = 0
     if count < 1:
-        raise InputError(item, "data", "expected phantom:N with a positive integer N")
+        raise InputError(item, "data", f"expected {item.split(':')[0]}:N with a positive "
+                         "integer N")
     return count
 
 

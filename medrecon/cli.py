@@ -18,7 +18,36 @@ from medrecon.errors import InputError, MedreconError
 
 log = logging.getLogger("medrecon")
 
-CT_METHODS = ("fbp", "cgls", "sirt", "tv")
+CT_METHODS = ("fbp", "cgls", "sirt", "tv", "dds", "rmpvi", "dps")
+MRI_METHODS = ("zf", "cgsense", "l1wavelet", "tv", "dds", "rmpvi", "dps")
+PRIOR_OPTIONS = [
+    click.option("--prior", default="default", show_default=True,
+                 help="Diffusion methods: 'default' (the bundled prior) or a checkpoint (.pt)."),
+    click.option("--steps", type=click.IntRange(min=2), default=None,
+                 help="Diffusion methods: noise levels [default: the method's]."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Diffusion methods: random seed."),
+]
+
+
+def prior_options(command):
+    """Add the diffusion options (--prior, --steps, --seed) to a recon command."""
+    for option in reversed(PRIOR_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _load_prior(method: str, prior: str, modality: str, device):
+    """The prior for a diffusion ``method`` (``None`` for the others)."""
+    from medrecon.diffusion_setup import DIFFUSION_METHODS
+
+    if method not in DIFFUSION_METHODS:
+        return None
+    from medrecon.data.priors import default_prior_path
+    from medrecon.priors.checkpoint import load_prior
+
+    path = default_prior_path(modality) if prior == "default" else Path(prior)
+    return load_prior(path, device, modality=modality)
 PHANTOM_SIZE = click.option("--size", type=click.IntRange(min=16), default=256,
                             show_default=True,
                             help="Image size when IMAGE is the built-in 'phantom'.")
@@ -220,11 +249,15 @@ def _npy_geometry(beam, image_size, pixel_size, turn, detector_spacing, sid, idd
 @click.option("--idd", type=float, default=500.0, help="NPY/TIFF fan input: mm.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output: .nii/.nii.gz, .h5, .png, or a folder for a DICOM series.")
+@prior_options
 def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | None,
              tv_weight: float | None, sigma_y: float, device: str, beam: str,
              image_size: int | None, pixel_size: float, detector_spacing: float | None,
-             turn: str | None, units: str, sid: float, idd: float, output: Path) -> None:
+             turn: str | None, units: str, sid: float, idd: float, output: Path,
+             prior: str, steps: int | None, seed: int) -> None:
     """Reconstruct a CT SINOGRAM (.h5 in medrecon's layout, or .npy/.tif with geometry options)."""
+    import torch
+
     from medrecon.ct_pipeline import reconstruct_sinogram, solver_params
     from medrecon.data.sinogram import read_sinogram
     from medrecon.outputs import output_format, write_reconstruction
@@ -241,9 +274,15 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | Non
                                      idd, read_sinogram_array(sinogram).shape)
         except ValueError as exc:
             raise InputError(sinogram, "geometry", str(exc)) from None
+    denoiser = _load_prior(method, prior, "ct", torch_device)
     sino = read_sinogram(sinogram, geometry, image_units=units)
-    params = solver_params(method, sino, iterations=iterations, tv_weight=tv_weight,
-                           fbp_filter=fbp_filter, sigma_y=sigma_y, device=torch_device)
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    if denoiser is not None:
+        params = solver_params(method, sino, sigma_y=sigma_y, device=torch_device,
+                               generator=generator, prior=denoiser, steps=steps)
+    else:
+        params = solver_params(method, sino, iterations=iterations, tv_weight=tv_weight,
+                               fbp_filter=fbp_filter, sigma_y=sigma_y, device=torch_device)
     with ProgressBar(f"{method} {sinogram.name}") as progress:
         result = reconstruct_sinogram(sino, method, params, device=torch_device,
                                       callback=progress)
@@ -256,8 +295,7 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | Non
 
 @recon.command("mri")
 @click.argument("kspace", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(["zf", "cgsense", "l1wavelet", "tv"]),
-              default="cgsense", show_default=True)
+@click.option("--method", type=click.Choice(MRI_METHODS), default="cgsense", show_default=True)
 @click.option("--weight", type=click.FloatRange(min=0.0), default=None,
               help="Regularisation weight, relative to the data [default: see README].")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
@@ -268,18 +306,26 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | Non
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output: .h5 (fastMRI reconstruction layout), .nii/.nii.gz, .png, or a "
                    "folder for an MR DICOM series.")
+@prior_options
 def recon_mri(kspace: Path, method: str, weight: float | None, iterations: int | None,
-              calibration: int | None, device: str, output: Path) -> None:
+              calibration: int | None, device: str, output: Path, prior: str,
+              steps: int | None, seed: int) -> None:
     """Reconstruct a fastMRI-layout KSPACE file slice by slice (ESPIRiT + SENSE)."""
+    import torch
+
     from medrecon.mri_pipeline import reconstruct_kspace_file
     from medrecon.outputs import output_format, write_reconstruction
     from medrecon.progress import SliceProgress
 
     output_format(output)
+    torch_device = _device(device)
+    denoiser = _load_prior(method, prior, "mri", torch_device)
     with SliceProgress(f"{method} {kspace.name}") as progress:
-        result = reconstruct_kspace_file(kspace, method, weight=weight, iterations=iterations,
-                                         calibration=calibration, device=_device(device),
-                                         progress=progress)
+        result = reconstruct_kspace_file(
+            kspace, method, weight=weight, iterations=iterations, calibration=calibration,
+            device=torch_device, progress=progress, prior=denoiser,
+            diffusion={} if steps is None else {"steps": steps},
+            generator=torch.Generator(device=torch_device).manual_seed(seed))
     write_reconstruction(result.volume, output, method=method, metrics=result.metrics)
     summary = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
     seconds = sum(r.timings.get("total", 0.0) for r in result.reconstructions)
@@ -338,16 +384,103 @@ def train_prior(data: tuple[str, ...], modality: str, output: Path, steps: int,
               show_default=True, help="Folder for the demo's outputs.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 def demo(output: Path, device: str) -> None:
-    """Sparse-view CT on the bundled sample: FBP, CGLS and TV compared against the truth."""
+    """The main job on bundled data: sparse-view CT (TV vs DDS) and accelerated MRI
+    (L1-wavelet vs DDS) with the bundled default priors, compared against the truth."""
     from medrecon.demo import run_demo
 
     run_demo(output, _device(device), echo=click.echo)
 
 
+# -- run ------------------------------------------------------------------------------
+@cli.command()
+@click.argument("protocol")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output folder (created if missing).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a protocol field (VALUE in YAML); repeatable.")
+@click.option("--overwrite", is_flag=True, help="Redo studies already done in the folder.")
+def run(protocol: str, inputs: tuple[str, ...], output: Path, overrides: tuple[str, ...],
+        overwrite: bool) -> None:
+    """Run a site PROTOCOL (shipped name or YAML file) on INPUTS (files, folders, globs).
+
+    Each study gets its reconstruction, a PNG figure and a JSON report in the output
+    folder; a failing study is reported and the rest go on (exit status 1 if any
+    failed). Studies already done are skipped unless --overwrite.
+    """
+    from medrecon.protocol import load_protocol
+    from medrecon.run import exit_status, run_protocol
+
+    summary = run_protocol(load_protocol(protocol, overrides), inputs, output,
+                           overwrite=overwrite, echo=click.echo)
+    if exit_status(summary):
+        raise click.exceptions.Exit(exit_status(summary))
+
+
+# -- protocols ----------------------------------------------------------------------------
+SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a protocol field (VALUE in YAML), e.g. "
+                               "solver.params.weight=1e-3 or outputs.formats=[nifti,hdf5]; "
+                               "repeatable.")
+
+
+@cli.group()
+def protocols() -> None:
+    """List, show and validate site protocols (YAML, schema version 1)."""
+
+
+@protocols.command("list")
+def protocols_list() -> None:
+    """List the shipped protocols, by name, with their descriptions."""
+    from medrecon.protocol import load_protocol, shipped_protocols
+
+    names = shipped_protocols()
+    width = max(len(name) for name in names)
+    for name in names:
+        click.echo(f"{name:<{width}}  {load_protocol(name).description}")
+
+
+@protocols.command("show")
+@click.argument("protocol")
+@SET_OPTION
+def protocols_show(protocol: str, overrides: tuple[str, ...]) -> None:
+    """Print a protocol resolved, as YAML headed by its hash.
+
+    PROTOCOL is a shipped name (see 'medrecon protocols list') or a YAML file.
+    """
+    from medrecon.protocol import load_protocol, protocol_yaml
+
+    click.echo(protocol_yaml(load_protocol(protocol, overrides)), nl=False)
+
+
+@protocols.command("validate")
+@click.argument("files", nargs=-1, required=True)
+@SET_OPTION
+def protocols_validate(files: tuple[str, ...], overrides: tuple[str, ...]) -> None:
+    """Check protocol files; exit status 2 if any is invalid.
+
+    Every FILE (or shipped name) is checked; each invalid one is reported on one line.
+    """
+    from medrecon.protocol import load_protocol
+
+    failures: list[InputError] = []
+    for file in files:
+        try:
+            protocol = load_protocol(file, overrides)
+        except InputError as exc:
+            failures.append(exc)
+            continue
+        click.echo(f"{file}: ok ({protocol.name}, {protocol.modality}, {protocol.solver.name})")
+    for exc in failures[:-1]:
+        click.echo(f"medrecon: error: {exc}", err=True)
+    if failures:
+        raise failures[-1]  # main() reports it like the others, and exits with status 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the command, turning bad input into one line and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="medrecon", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="medrecon", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("medrecon: interrupted", err=True)
         return 130
@@ -360,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("medrecon: interrupted", err=True)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -209,16 +209,21 @@ def test_bad_noise_spec(capsys, tmp_path):
 
 
 def test_demo_runs(capsys, tmp_path):
+    """The main job: CT and MRI, classical beside diffusion, with the bundled priors."""
     code, out, _ = run(capsys, "demo", "-o", tmp_path / "demo")
     assert code == 0
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.split() and line.split()[0] in ("fbp", "cgls", "tv")}
-    assert set(rows) == {"fbp", "cgls", "tv"}
-    psnr = {method: float(row[1]) for method, row in rows.items()}
-    assert psnr["tv"] > psnr["cgls"] > psnr["fbp"] > 15.0
-    names = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert names == sorted(f"ct_{m}{s}" for m in ("fbp", "cgls", "tv")
-                           for s in (".png", ".nii.gz"))
+    rows = {line.split()[1]: line.split() for line in out.splitlines()
+            if line.split() and line.split()[0] in ("CT", "MRI")}
+    assert set(rows) == {"ct-sparse-tv", "ct-sparse-dds", "mri-cartesian-l1wavelet",
+                         "mri-cartesian-dds"}
+    psnr = {name: float(row[2]) for name, row in rows.items()}
+    assert psnr["ct-sparse-tv"] > 28 and psnr["ct-sparse-dds"] > 28
+    assert psnr["mri-cartesian-l1wavelet"] > 35 and psnr["mri-cartesian-dds"] > 35
+    assert int(rows["ct-sparse-dds"][-1]) == 50 and int(rows["ct-sparse-tv"][-1]) == 0
+    names = {p.name for p in (tmp_path / "demo").iterdir()}
+    for stem in ("ct_sparse_60_tv", "ct_sparse_60_dds", "mri_brain_r4_l1wavelet",
+                 "mri_brain_r4_dds"):
+        assert {f"{stem}.json", f"{stem}.nii.gz", f"{stem}.png"} <= names
 
 
 def test_npy_sinogram_with_geometry_options(capsys, sinogram, tmp_path):

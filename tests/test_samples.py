@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from medrecon.data.phantom import ct_phantom
@@ -27,3 +28,25 @@ def test_ct_sample_matches_recipe():
     photons = float(recipe["noise"].split(":")[1])
     z = (sino.data - clean) * np.sqrt(photons * np.exp(-clean))
     assert abs(float(z.mean())) < 0.05 and 0.9 < float(z.std()) < 1.1
+
+
+def test_mri_sample_matches_recipe():
+    from medrecon.data.kspace import FastMRIFile
+    from medrecon.data.samples import MRI_SAMPLE, MRI_SAMPLE_RECIPE, mri_sample_image
+    from medrecon.mri_pipeline import coil_maps
+    from medrecon.operators.mri import fft2c
+
+    path = sample_path(MRI_SAMPLE)
+    assert path.stat().st_size < 2_000_000
+    recipe = MRI_SAMPLE_RECIPE
+    image = mri_sample_image()
+    with FastMRIFile(path) as f:
+        assert f.coils == recipe["coils"] and f.shape == image.shape and f.trajectory is None
+        mask = f.mask.numpy().astype(bool).reshape(-1)
+        kspace = f.read_slice(0)
+        np.testing.assert_allclose(f.read_reference(0).numpy(), np.abs(image), atol=1e-5)
+    assert abs(mask.size / mask.sum() - recipe["acceleration"]) < 0.5
+    clean = fft2c(coil_maps(recipe["coils"], image.shape) * torch.from_numpy(image))
+    noise = (kspace - clean)[..., mask]
+    assert float(noise.real.std()) == pytest.approx(recipe["sigma"], rel=0.05)
+    assert float(kspace[..., ~mask].abs().max()) == 0.0

@@ -1,0 +1,192 @@
+"""``medrecon run``: every shipped protocol on simulated studies, folders of good and
+corrupt inputs, skipping done studies, interruption, and bad input before work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medrecon import run as runner
+from medrecon.cli import EXIT_BAD_INPUT, main
+from medrecon.data.nifti import read_nifti
+from medrecon.protocol import load_protocol, shipped_protocols
+
+SIZE = 64
+QUICK = {  # small solver settings per shipped protocol, so that each runs in seconds
+    "tv": ["solver.params.iterations=20"],
+    "cgsense": ["solver.params.iterations=5"],
+    "l1wavelet": ["solver.params.iterations=10"],
+    "dds": ["solver.params.steps=4"],
+    "rmpvi": ["solver.params.steps=3", "solver.params.inner_iter=2"],
+    "dps": ["solver.params.steps=4", "solver.params.n_samples=2"],
+}
+
+
+def cli(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("studies")
+    made = {"ct": folder / "ct.h5", "cartesian": folder / "cart.h5",
+            "radial": folder / "radial.h5"}
+    assert main(["simulate", "ct", "phantom", "--size", str(SIZE), "--views", "20",
+                 "--noise", "poisson:1e6", "-o", str(made["ct"])]) == 0
+    assert main(["simulate", "mri", "phantom", "--size", str(SIZE), "--coils", "4",
+                 "--acceleration", "2", "--center-fraction", "0.25", "--noise",
+                 "gaussian:1e-3", "-o", str(made["cartesian"])]) == 0
+    assert main(["simulate", "mri", "phantom", "--size", str(SIZE), "--coils", "4",
+                 "--pattern", "radial", "--acceleration", "2", "--noise", "gaussian:1e-3",
+                 "-o", str(made["radial"])]) == 0
+    return made
+
+
+def _input_for(name: str, studies: dict[str, Path]) -> Path:
+    if name.startswith("ct-"):
+        return studies["ct"]
+    return studies["radial" if "radial" in name else "cartesian"]
+
+
+@pytest.mark.parametrize("name", shipped_protocols())
+def test_every_shipped_protocol_runs(capsys, studies, tmp_path, name):
+    protocol = load_protocol(name)
+    overrides = QUICK.get(protocol.solver.name, [])
+    sets = [a for o in overrides for a in ("--set", o)]
+    study = _input_for(name, studies)
+    code, out, _ = cli(capsys, "run", name, study, "-o", tmp_path, *sets)
+    assert code == 0, out
+    stem = load_protocol(name, overrides).outputs.stem(study.stem)
+    report = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert report["status"] == "done" and report["solver"] == protocol.solver.name
+    assert report["provenance"]["protocol_hash"] == load_protocol(name, overrides).hash
+    assert report["provenance"]["versions"]["torch"] and report["provenance"]["seed"] == 0
+    assert report["data_residual"] < 1
+    if protocol.solver.name != "dps":  # 4 DPS steps say nothing of its quality
+        assert report["metrics"]["psnr"] > 12
+    assert (report["nfe"] > 0) == (protocol.solver.name in ("dds", "rmpvi", "dps"))
+    volume = read_nifti(tmp_path / f"{stem}.nii.gz")
+    assert volume.array.shape[-2:] == (SIZE, SIZE) and np.isfinite(volume.array).all()
+    assert (tmp_path / f"{stem}.png").stat().st_size > 1000
+    has_std = protocol.solver.name == "dps"
+    assert (tmp_path / f"{stem}_std.nii.gz").is_file() == has_std
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_site_protocol_over_mixed_folder(capsys, studies, tmp_path):
+    folder = tmp_path / "in"
+    (folder / "day2").mkdir(parents=True)
+    (folder / "a.h5").write_bytes(studies["ct"].read_bytes())
+    (folder / "day2" / "b.h5").write_bytes(studies["ct"].read_bytes())
+    (folder / "truncated.h5").write_bytes(studies["ct"].read_bytes()[:5000])
+    (folder / "mri.h5").write_bytes(studies["cartesian"].read_bytes())
+    (folder / "notes.txt").write_text("not a study")
+    site = tmp_path / "site.yaml"
+    site.write_text("version: 1\nextends: ct-sparse-tv\nsolver:\n  params:\n"
+                    "    iterations: 15\noutputs:\n  formats: [nifti, hdf5]\n"
+                    "  naming: \"site_{study}\"\n")
+    out = tmp_path / "out"
+    code, stdout, _ = cli(capsys, "run", site, folder, "-o", out)
+    assert code == 1
+    failed = [line for line in stdout.splitlines() if line.startswith("  failed:")]
+    assert len(failed) == 2
+    assert any("truncated" in line for line in failed)
+    assert any("mri" in line and "input.kind" in line for line in failed)
+    assert "4 studies: 2 done, 0 skipped, 2 failed" in stdout
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"site_{s}{x}" for s in ("a", "b")
+                           for x in (".json", ".nii.gz", ".h5", ".png"))
+    # a second run skips what is done and fails the same two again
+    code, stdout, _ = cli(capsys, "run", site, folder, "-o", out)
+    assert code == 1 and "4 studies: 0 done, 2 skipped, 2 failed" in stdout
+    code, stdout, _ = cli(capsys, "run", site, folder / "a.h5", "-o", out, "--overwrite")
+    assert code == 0 and "1 study: 1 done" in stdout
+
+
+def test_interrupt_leaves_finished_studies_and_no_partial_output(studies, tmp_path,
+                                                                 monkeypatch):
+    inputs = []
+    for name in ("first", "second"):
+        inputs.append(tmp_path / f"{name}.h5")
+        inputs[-1].write_bytes(studies["ct"].read_bytes())
+    real = runner.RECONSTRUCT["ct"]
+
+    def interrupted(protocol, path, *args):
+        if path.stem == "second":
+            raise KeyboardInterrupt
+        return real(protocol, path, *args)
+
+    monkeypatch.setitem(runner.RECONSTRUCT, "ct", interrupted)
+    protocol = load_protocol("ct-sparse-fbp")
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_protocol(protocol, inputs, out, echo=lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == ["first_fbp.json", "first_fbp.nii.gz",
+                                                     "first_fbp.png"]
+
+
+def test_interrupt_while_writing_removes_the_staging_folder(studies, tmp_path, monkeypatch):
+    def broken_write(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "write_study", broken_write)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_protocol(load_protocol("ct-sparse-fbp"), [studies["ct"]], out,
+                            echo=lambda _: None)
+    assert list(out.iterdir()) == []
+
+
+def test_bad_input_before_any_work(capsys, studies, tmp_path):
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    code, _, err = cli(capsys, "run", "ct-sparse-fbp", studies["ct"], "-o", a_file)
+    assert code == EXIT_BAD_INPUT and "is a file" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "run", "ct-sparse-fbp", studies["cartesian"], "-o",
+                       tmp_path / "o1")
+    assert code == EXIT_BAD_INPUT and "input.kind" in err and "MRI k-space" in err
+    assert not (tmp_path / "o1").exists()
+    code, _, err = cli(capsys, "run", "ct-sparse-fbp", studies["ct"], "-o", tmp_path / "o2",
+                       "--set", "acquisition.views=60")
+    assert code == EXIT_BAD_INPUT and "acquisition.views" in err and "20 views" in err
+    code, _, err = cli(capsys, "run", "ct-sparse-dds", studies["ct"], "-o", tmp_path / "o3",
+                       "--set", f"prior={tmp_path / 'missing.pt'}")
+    assert code == EXIT_BAD_INPUT and "missing.pt" in err
+    code, _, err = cli(capsys, "run", "ct-sparse-fbp", tmp_path / "nothing*.h5", "-o",
+                       tmp_path / "o4")
+    assert code == EXIT_BAD_INPUT and "no file matches" in err
+    code, _, err = cli(capsys, "run", "mri-cartesian-cgsense", studies["radial"], "-o",
+                       tmp_path / "o5")
+    assert code == EXIT_BAD_INPUT and "acquisition.trajectory" in err
+
+
+def test_study_names_are_unique():
+    paths = [Path("x/a/scan.h5"), Path("x/b/scan.h5"), Path("x/c.nii.gz")]
+    assert runner.study_names(paths) == ["a_scan", "b_scan", "c"]
+
+
+def test_without_report_a_hidden_marker_says_done(capsys, studies, tmp_path):
+    args = ("run", "ct-sparse-fbp", studies["ct"], "-o", tmp_path, "--set",
+            "outputs.report=false", "--set", "outputs.figure=false")
+    code, _, _ = cli(capsys, *args)
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ct_fbp.done", "ct_fbp.nii.gz"]
+    code, out, _ = cli(capsys, *args)
+    assert code == 0 and "1 skipped" in out
+
+
+def test_sigterm_is_handled_like_ctrl_c():
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), runner.sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    assert signal.getsignal(signal.SIGTERM) == before

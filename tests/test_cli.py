@@ -13,6 +13,7 @@ import pytest
 from medrecon.cli import EXIT_BAD_INPUT, main
 from medrecon.data.dicom import read_dicom
 from medrecon.data.nifti import read_nifti
+from medrecon.data.priors import default_prior_path
 from medrecon.data.sinogram import read_sinogram
 from tests.test_dicom import PATIENT_ID, PATIENT_NAME, write_ct_series
 
@@ -253,3 +254,26 @@ def test_train_prior_and_resume(capsys, tmp_path):
     assert code == 0 and resumed.is_file()
     expect_bad_input(capsys, "train-prior", tmp_path / "empty", "--modality", "ct", "--steps", 1,
                      "-o", tmp_path / "x.pt", names="empty", says="")
+
+
+def test_recon_with_the_default_priors(capsys, sinogram, tmp_path):
+    out = tmp_path / "dds.nii.gz"
+    code, stdout, _ = run(capsys, "recon", "ct", sinogram, "--method", "dds", "--steps", 6,
+                          "-o", out)
+    assert code == 0 and "dds, 6 iterations" in stdout
+    reference = read_sinogram(sinogram).reference
+    volume = read_nifti(out).array
+    assert np.corrcoef(volume.ravel(), reference.ravel())[0, 1] > 0.8
+    kspace = tmp_path / "k.h5"
+    assert run(capsys, "simulate", "mri", "phantom", "--size", 64, "--coils", 4,
+               "--acceleration", 2, "--center-fraction", 0.25, "-o", kspace)[0] == 0
+    code, stdout, _ = run(capsys, "recon", "mri", kspace, "--method", "rmpvi", "--steps", 3,
+                          "-o", tmp_path / "r.h5")
+    assert code == 0 and "psnr" in stdout
+    expect_bad_input(capsys, "recon", "mri", kspace, "--method", "dds", "--prior", sinogram,
+                     "-o", tmp_path / "x.h5", names=sinogram.name, says="not a medrecon prior")
+    prior = tmp_path / "ct.pt"
+    prior.write_bytes(default_prior_path("ct").read_bytes())
+    expect_bad_input(capsys, "recon", "mri", kspace, "--method", "dds", "--prior", prior,
+                     "-o", tmp_path / "x.h5", names="metadata.modality", says="a ct prior")
+    assert not (tmp_path / "x.h5").exists()

@@ -88,7 +88,7 @@ def ct_runs(image: np.ndarray, pixel: float, views: int, prior) -> Run:
 def mri_runs(image: np.ndarray, acceleration: int, prior, folder: Path) -> Run:
     sim = simulate_kspace(image[None], coils=8, pattern="random", acceleration=acceleration,
                           center_fraction=0.08, sigma=1e-3, seed=acceleration)
-    path = folder / f"k{acceleration}_{abs(hash(image.tobytes()))}.h5"
+    path = folder / f"k{acceleration}_{len(list(folder.iterdir()))}.h5"
     write_kspace_file(path, sim.kspace, mask=sim.mask, trajectory=None,
                       reference=sim.reference, image_shape=sim.image_shape)
 

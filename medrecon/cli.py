@@ -43,11 +43,9 @@ def _load_prior(method: str, prior: str, modality: str, device):
 
     if method not in DIFFUSION_METHODS:
         return None
-    from medrecon.data.priors import default_prior_path
-    from medrecon.priors.checkpoint import load_prior
+    from medrecon.data.priors import load_named_prior
 
-    path = default_prior_path(modality) if prior == "default" else Path(prior)
-    return load_prior(path, device, modality=modality)
+    return load_named_prior(prior, modality, device)[0]
 PHANTOM_SIZE = click.option("--size", type=click.IntRange(min=16), default=256,
                             show_default=True,
                             help="Image size when IMAGE is the built-in 'phantom'.")

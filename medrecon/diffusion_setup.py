@@ -89,9 +89,7 @@ def mri_prior(denoiser: Denoiser, problem: Problem, *, quantile: float = 0.99,
     """An MRI prior trained on images divided by the 99th percentile of their magnitude,
     mapped to this problem's units: the percentile of a rough reconstruction (``n_iter``
     CG iterations on the normal equations) becomes the prior's scale."""
-    from medrecon.solvers.cgsense import cgsense
-
-    rough = cgsense(problem, n_iter=n_iter, weight=1e-2).image  # ||A|| <= 1 for SENSE
+    rough = rough_image(problem, 1.0, n_iter)  # ||A|| <= 1 for the SENSE operators
     reference = float(torch.quantile(rough.abs().flatten().double(), quantile))
     return MappedPrior(denoiser, (reference or 1.0) * denoiser.scale,
                        reference * denoiser.offset)

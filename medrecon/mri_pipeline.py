@@ -128,12 +128,14 @@ def simulate_kspace(image: np.ndarray, *, coils: int, pattern: str, acceleration
 @dataclass(frozen=True)
 class MRIResult:
     """A reconstructed MR magnitude volume, its per-slice solver records and metrics;
-    ``std`` is the samples' standard deviation map of a sampler (same units)."""
+    ``std`` is the samples' standard deviation map of a sampler (same units) and
+    ``reference`` the file's reference, cropped like the volume."""
 
     volume: Volume
     reconstructions: list[Reconstruction]
     metrics: dict[str, float]
     std: Volume | None = None
+    reference: np.ndarray | None = None
 
 
 def kspace_noise(y: torch.Tensor, radius: torch.Tensor, fraction: float = 0.05) -> float:
@@ -301,7 +303,7 @@ def reconstruct_kspace_file(path: str | Path, method: str, *, weight: float | No
                 references.append(f.read_reference(i).cpu().numpy())
         spacing = _pixel_spacing(f, recon_matrix)
     array = np.stack(slices)
-    metrics = {}
+    metrics, reference = {}, None
     if references:
         reference = np.stack(references)
         if reference.shape != array.shape:
@@ -312,7 +314,7 @@ def reconstruct_kspace_file(path: str | Path, method: str, *, weight: float | No
     volume = Volume(array=array, spacing=spacing, origin=origin, orientation=np.eye(3),
                     modality="MR", units="a.u.")
     std = replace(volume, array=np.stack(stds)) if stds else None
-    return MRIResult(volume, records, metrics, std)
+    return MRIResult(volume, records, metrics, std, reference)
 
 
 def _magnitude(image: torch.Tensor, scale: float, support: torch.Tensor | None,

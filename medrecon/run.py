@@ -37,7 +37,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -165,15 +165,12 @@ def resolve_device(protocol: Protocol) -> torch.device:
 
 
 def load_protocol_prior(protocol: Protocol, device: torch.device):
-    """The protocol's prior (``None`` for solvers that take none), loaded before any study."""
-    from medrecon.data.priors import default_prior_path
-    from medrecon.priors.checkpoint import load_prior
+    """The protocol's prior and its path (``None`` for solvers that take none), loaded
+    before any study."""
+    from medrecon.data.priors import load_named_prior
 
     reference = prior_reference(protocol)
-    if reference is None:
-        return None
-    path = default_prior_path(protocol.modality) if reference == "default" else Path(reference)
-    return load_prior(path, device, modality=protocol.modality), path
+    return None if reference is None else load_named_prior(reference, protocol.modality, device)
 
 
 def prepare_output(outdir: str | os.PathLike[str], *, create: bool = True) -> Path:
@@ -224,11 +221,7 @@ def check_study(protocol: Protocol, path: Path) -> None:
             raise InputError(path, "acquisition.views", f"the sinogram has {geometry.n_views} "
                              f"views, the protocol expects {expected.views}")
         return
-    from medrecon.data.kspace import FastMRIFile
-
-    with FastMRIFile(path) as f:
-        trajectory = "cartesian" if f.trajectory is None else _pattern(path)
-        coils = f.coils
+    trajectory, coils, _ = kspace_facts(path)
     if expected.trajectory is not None and trajectory != expected.trajectory and not (
             expected.trajectory != "cartesian" and trajectory == "non-cartesian"):
         raise InputError(path, "acquisition.trajectory", f"the k-space is {trajectory}, the "
@@ -268,13 +261,10 @@ def reconstruct_ct(protocol: Protocol, path: Path, prior, device: torch.device,
 
 def reconstruct_mri(protocol: Protocol, path: Path, prior, device: torch.device,
                     generator: torch.Generator, label: str) -> StudyResult:
-    from medrecon.data.kspace import FastMRIFile
     from medrecon.mri_pipeline import reconstruct_kspace_file
 
     expected = protocol.acquisition
-    with FastMRIFile(path) as f:
-        trajectory = "cartesian" if f.trajectory is None else _pattern(path)
-        coils, shape, reference = f.coils, f.image_shape, bool(f.references)
+    trajectory, coils, shape = kspace_facts(path)
     method, options = protocol.solver.name, _given(protocol.solver.params)
     diffusion = {k: v for k, v in options.items() if k in DIFFUSION_PARAMS}
     with SliceProgress(label) as progress:
@@ -282,16 +272,8 @@ def reconstruct_mri(protocol: Protocol, path: Path, prior, device: torch.device,
             path, method, weight=options.get("weight"), iterations=options.get("iterations"),
             calibration=expected.calibration, device=device, progress=progress, prior=prior,
             diffusion=diffusion, generator=generator)
-    ref = None
-    if reference:
-        with FastMRIFile(path) as f:
-            ref = np.stack([f.read_reference(i).cpu().numpy() for i in range(f.num_slices)])
-        if ref.shape != result.volume.array.shape:
-            from medrecon.mri_pipeline import centre_crop
-
-            ref = centre_crop(torch.from_numpy(ref), result.volume.array.shape[-2:]).numpy()
     facts = {"trajectory": trajectory, "coils": coils, "image_shape": list(shape)}
-    return StudyResult(result.volume, ref, result.std, result.metrics,
+    return StudyResult(result.volume, result.reference, result.std, result.metrics,
                        list(result.reconstructions), facts)
 
 
@@ -303,17 +285,22 @@ def _given(params: dict[str, object]) -> dict[str, object]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _pattern(path: Path) -> str:
-    """``radial``/``spiral`` from the file's ``pattern`` attribute, else ``non-cartesian``."""
+def kspace_facts(path: Path) -> tuple[str, int, tuple[int, ...]]:
+    """Trajectory (``cartesian``; ``radial``/``spiral`` from the file's ``pattern``
+    attribute, else ``non-cartesian``), coils and image shape of a k-space file."""
+    from medrecon.data.kspace import FastMRIFile
+
+    with FastMRIFile(path) as f:
+        trajectory, coils, shape = f.trajectory, f.coils, tuple(f.image_shape)
+    if trajectory is None:
+        return "cartesian", coils, shape
     with h5py.File(path, "r") as f:
         value = f.attrs.get("pattern")
     value = value.decode() if isinstance(value, bytes) else value
-    return value if value in ("radial", "spiral") else "non-cartesian"
+    return (value if value in ("radial", "spiral") else "non-cartesian"), coils, shape
 
 
 def _like(volume: Volume, array: np.ndarray) -> Volume:
-    from dataclasses import replace
-
     return replace(volume, array=np.asarray(array, dtype=np.float32).reshape(volume.array.shape))
 
 

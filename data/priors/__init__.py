@@ -18,8 +18,11 @@ the last digits of the weights, not the quality.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
+
+import torch
 
 from medrecon.errors import InputError
 
@@ -43,3 +46,13 @@ def default_prior_path(modality: str) -> Path:
         raise InputError(path, "prior", "the default prior is missing from this installation "
                          f"(retrain it with python -m medrecon.data.priors {modality})")
     return path
+
+
+def load_named_prior(name: str | os.PathLike[str], modality: str,
+                     device: torch.device | str = "cpu"):
+    """``(prior, path)``: the default prior of ``modality`` for ``name == "default"``, else
+    the checkpoint at ``name`` (refused if it is of another modality)."""
+    from medrecon.priors.checkpoint import load_prior
+
+    path = default_prior_path(modality) if str(name) == "default" else Path(name)
+    return load_prior(path, device, modality=modality), path

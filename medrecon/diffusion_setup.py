@@ -38,7 +38,7 @@ from medrecon.solvers.schedules import karras
 DIFFUSION_METHODS = ("dds", "rmpvi", "dps")
 DEFAULTS: dict[str, dict[str, float | int]] = {
     "dds": {"steps": 50, "sigma_max": 10.0, "sigma_min": 0.02, "eta": 1.0, "gamma": 100.0,
-            "cg_iter": 5},
+            "cg_iter": 5, "n_samples": 1},
     "rmpvi": {"steps": 21, "sigma_max": 10.0, "sigma_min": 0.005, "inner_iter": 10,
               "gamma": 30.0, "v_x0": 1.0, "n_particles": 0},
     "dps": {"steps": 100, "sigma_max": 10.0, "sigma_min": 0.005, "zeta": 10.0,

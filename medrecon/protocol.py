@@ -151,7 +151,7 @@ SOLVER_PARAMS: dict[str, SolverEntry] = {
     "tv": SolverEntry(_BOTH, {"iterations": _integer(1), "weight": _real(above=0)}),
     "dds": SolverEntry(_BOTH, {"steps": _integer(1), "sigma_max": _SIGMA, "sigma_min": _SIGMA,
                                "eta": _real(at_least=0, at_most=1), "gamma": _real(above=0),
-                               "cg_iter": _integer(1)}),
+                               "cg_iter": _integer(1), "n_samples": _integer(1)}),
     "rmpvi": SolverEntry(_BOTH, {"steps": _integer(2), "inner_iter": _integer(1),
                                  "sigma_max": _SIGMA, "sigma_min": _SIGMA,
                                  "gamma": _real(above=0)}),

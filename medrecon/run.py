@@ -62,8 +62,6 @@ logger = logging.getLogger(__name__)
 SUFFIXES = {"nifti": ".nii.gz", "hdf5": ".h5", "npy": ".npy", "dicom": "_dicom"}
 VERSIONED_PACKAGES = ("torch", "numpy", "astra-toolbox", "sigpy", "torchkbnufft", "monai",
                       "h5py", "pydicom", "nibabel")
-DIFFUSION_PARAMS = ("steps", "sigma_max", "sigma_min", "gamma", "eta", "cg_iter", "inner_iter",
-                    "zeta", "n_samples")
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ def reconstruct_mri(protocol: Protocol, path: Path, prior, device: torch.device,
     expected = protocol.acquisition
     trajectory, coils, shape = kspace_facts(path)
     method, options = protocol.solver.name, _given(protocol.solver.params)
-    diffusion = {k: v for k, v in options.items() if k in DIFFUSION_PARAMS}
+    diffusion = options if method in DIFFUSION_METHODS else {}
     with SliceProgress(label) as progress:
         result = reconstruct_kspace_file(
             path, method, weight=options.get("weight"), iterations=options.get("iterations"),

@@ -277,3 +277,16 @@ def test_recon_with_the_default_priors(capsys, sinogram, tmp_path):
     expect_bad_input(capsys, "recon", "mri", kspace, "--method", "dds", "--prior", prior,
                      "-o", tmp_path / "x.h5", names="metadata.modality", says="a ct prior")
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_method_lists_match_the_pipelines():
+    """The command line keeps its method names literal (no torch import for --help);
+    they must be the pipelines' own."""
+    from medrecon.cli import CT_METHODS, MRI_METHODS
+    from medrecon.diffusion_setup import DIFFUSION_METHODS
+    from medrecon.mri_pipeline import MRI_METHODS as PIPELINE_MRI_METHODS
+    from medrecon.protocol import DIFFUSION_SOLVERS
+
+    assert MRI_METHODS == PIPELINE_MRI_METHODS
+    assert CT_METHODS == ("fbp", "cgls", "sirt", "tv", *DIFFUSION_METHODS)
+    assert DIFFUSION_SOLVERS == DIFFUSION_METHODS

@@ -41,8 +41,11 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = True) -
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    >>> with atomic_file("out.nii.gz") as tmp:  # doctest: +SKIP
-    ...     nib.save(img, tmp)
+    >>> out = getfixture("tmp_path") / "out.txt"          # a temporary folder under pytest
+    >>> with atomic_file(out) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
+    ('done', ['out.txt'])
     """
     path = check_output_path(path)
     if path.is_dir():

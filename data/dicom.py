@@ -68,9 +68,14 @@ def read_dicom(path: str | os.PathLike[str]) -> Volume:
     ImagePositionPatient/ImageOrientationPatient gets origin 0, identity orientation
     and 1 mm spacing where missing; a series needs its full geometry.
 
-    >>> volume = read_dicom("series/")  # doctest: +SKIP
-    >>> volume.array.shape, volume.units  # doctest: +SKIP
-    ((120, 512, 512), 'HU')
+    >>> import numpy as np
+    >>> from medrecon.data.volume import Volume
+    >>> folder = getfixture("tmp_path") / "series"      # a temporary folder under pytest
+    >>> _ = write_dicom_series(Volume(np.zeros((2, 3, 4), np.float32), (5.0, 0.5, 0.5),
+    ...                               units="HU", modality="CT"), folder)
+    >>> volume = read_dicom(folder)
+    >>> volume.array.shape, volume.units
+    ((2, 3, 4), 'HU')
     """
     path = Path(path)
     if path.is_dir():
@@ -321,8 +326,13 @@ def _units(ds: Dataset, modality: str) -> str:
 def describe_dicom(path: str | os.PathLike[str]) -> dict[str, object]:
     """A short description of a DICOM file or series, without patient identity.
 
-    >>> describe_dicom("series/")["slices"]  # doctest: +SKIP
-    120
+    >>> import numpy as np
+    >>> from medrecon.data.volume import Volume
+    >>> folder = getfixture("tmp_path") / "series"      # a temporary folder under pytest
+    >>> _ = write_dicom_series(Volume(np.zeros((2, 3, 4), np.float32), (5.0, 0.5, 0.5)),
+    ...                          folder)
+    >>> describe_dicom(folder)["slices"]
+    2
     """
     volume = read_dicom(path)
     assert volume.source is not None
@@ -395,8 +405,12 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *,
     (``IM*.dcm``), which is then replaced once the new one is complete; the
     source's own folder is never written to. Returns the written paths.
 
-    >>> write_dicom_series(volume, "recon_series")  # doctest: +SKIP
-    [PosixPath('recon_series/IM00001.dcm'), ...]
+    >>> import numpy as np
+    >>> from medrecon.data.volume import Volume
+    >>> folder = getfixture("tmp_path") / "recon_series"  # a temporary folder under pytest
+    >>> volume = Volume(np.zeros((2, 3, 4), np.float32), spacing=(5.0, 0.5, 0.5))
+    >>> [p.name for p in write_dicom_series(volume, folder)]
+    ['IM00001.dcm', 'IM00002.dcm']
     """
     folder = Path(folder)
     sources = tuple(volume.source or ()) if source is None else tuple(source)

@@ -20,7 +20,8 @@ cortical bone, calcium         >= 700      0.03 (no signal)
 The magnitude is then given a smooth phase, ``exp(i phi)`` with ``phi`` a random
 2D polynomial of degree 2 over the field of view (at most ``max_phase`` radians),
 as B0 inhomogeneity and receive phase give a real scan. The result is a
-complex64 ``(size, size)`` image with magnitude in [0, 1]; deterministic in the seed.
+complex64 ``(size, size)`` image with magnitude in [0, 1] (up to complex64 rounding:
+the maximum can be 1 + 1e-7); deterministic in the seed.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def mr_phantom(size: int = 256, *, seed: int = 0, region: str = "abdomen",
     """A complex64 ``(size, size)`` T1-like slice with smooth phase (see module docstring).
 
     >>> image = mr_phantom(64, seed=1)
-    >>> image.dtype, image.shape, float(abs(image).max()) <= 1.0
+    >>> image.dtype, image.shape, float(abs(image).max()) <= 1.0 + 1e-6  # complex64 rounding
     (dtype('complex64'), (64, 64), True)
     """
     phantom = ct_phantom(size, seed=seed, region=region)

@@ -10,8 +10,13 @@ Reading inverts this: the best affine of the file (sform, else qform), converted
 to mm when the file says metres or microns, is split into spacing (column norms)
 and orientation (unit columns), so any NIfTI keeps its affine semantics.
 
->>> write_nifti(volume, "recon.nii.gz")  # doctest: +SKIP
->>> read_nifti("recon.nii.gz").affine_lps()  # doctest: +SKIP
+>>> import numpy as np
+>>> from medrecon.data.nifti import read_nifti, write_nifti
+>>> from medrecon.data.volume import Volume
+>>> path = getfixture("tmp_path") / "recon.nii.gz"    # a temporary folder under pytest
+>>> _ = write_nifti(Volume(np.zeros((2, 3, 4), np.float32), spacing=(5.0, 0.5, 0.5)), path)
+>>> read_nifti(path).spacing
+(5.0, 0.5, 0.5)
 """
 
 from __future__ import annotations

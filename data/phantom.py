@@ -114,7 +114,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "DEFAULT_FOV_MM",
@@ -494,6 +493,8 @@ class _Canvas:
             m = self.n + self.pad
             white = self.tex_rng.standard_normal((m, m))
             sig = sigma_mm / self.ps
+            from scipy import ndimage
+
             f = ndimage.gaussian_filter(white, sig, mode="wrap", truncate=3.0) if sig > 0.3 \
                 else white
             self.fields[sigma_mm] = f / f.std()
@@ -617,6 +618,8 @@ def _spline(points, n: int = 24) -> np.ndarray:
 
 
 def _smooth_noise(rng, n: int, amp: float, width: float = 3.0) -> np.ndarray:
+    from scipy import ndimage
+
     return amp * ndimage.gaussian_filter1d(rng.standard_normal(n), width, mode="nearest") * \
         math.sqrt(width * 3.5)
 

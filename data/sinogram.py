@@ -1,4 +1,5 @@
-"""Sinograms: the medrecon HDF5 layout, NPY and TIFF stacks, and simulation.
+"""Sinograms: the medrecon HDF5 layout, NPY and TIFF stacks (simulation is in
+:mod:`medrecon.data.sinogram_simulate`).
 
 HDF5 layout (``format = "medrecon-sinogram"``, ``format_version = 1``)::
 
@@ -24,23 +25,24 @@ HDF5 layout (``format = "medrecon-sinogram"``, ``format_version = 1``)::
 
 An NPY or TIFF file holds the sinogram array alone (views x detectors, or a stack
 of such); its geometry comes from the caller (the command line's options).
+
+This module reads and writes files only: it imports neither torch nor ASTRA, so that
+``medrecon info`` starts quickly.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from medrecon.data.atomic import atomic_file
 from medrecon.data.phantom import MU_WATER, hu_to_mu, mu_to_hu
 from medrecon.errors import InputError
-from medrecon.operators.ct import CTProjector
 from medrecon.operators.ct_geometry import CTGeometry
 
 FORMAT = "medrecon-sinogram"
@@ -210,29 +212,11 @@ def parse_noise(spec: str) -> tuple[str, float]:
                      f"positive number, got {spec!r}")
 
 
-def simulate_sinogram(image: np.ndarray, geometry: CTGeometry, *, noise: str = "none",
-                      image_units: str = "HU", mu_water: float = MU_WATER,
-                      generator: torch.Generator | None = None) -> Sinogram:
-    """Project an image (or a stack of slices) with ``geometry`` and add noise.
+def __getattr__(name: str):
+    # ``simulate_sinogram`` moved to medrecon.data.sinogram_simulate (it needs torch and
+    # ASTRA); the old import keeps working without importing them here.
+    if name == "simulate_sinogram":
+        from medrecon.data.sinogram_simulate import simulate_sinogram
 
-    Poisson noise with ``I0`` photons per ray: counts ``~ Poisson(I0 exp(-p))``,
-    measured ``p = -log(max(counts, 1) / I0)``. Gaussian noise adds ``sigma``
-    to each line integral. The image is kept as the reference.
-
-    >>> from medrecon.data.phantom import ct_slice  # doctest: +SKIP
-    """
-    kind, level = parse_noise(noise)
-    image = np.asarray(image, dtype=np.float32)
-    if image.shape[-2:] != geometry.image_shape:
-        raise ValueError(f"image shape {image.shape} does not match geometry image_shape "
-                         f"{geometry.image_shape}")
-    sino = Sinogram(np.empty(0), geometry, image_units, mu_water, image, noise)
-    mu = torch.from_numpy(sino.from_image_units(image).astype(np.float32))
-    p = CTProjector(geometry)(mu)
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    if kind == "poisson":
-        counts = torch.poisson(level * torch.exp(-p), generator=gen)
-        p = -torch.log(counts.clamp_min(1.0) / level)
-    elif kind == "gaussian":
-        p = p + level * torch.randn(p.shape, generator=gen)
-    return replace(sino, data=p.numpy().astype(np.float32))
+        return simulate_sinogram
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,37 +15,75 @@ import click
 
 from medrecon import __version__
 from medrecon.errors import InputError, MedreconError
+from medrecon.methods import names
+from medrecon.threads import apply_thread_policy
 
 log = logging.getLogger("medrecon")
 
-CT_METHODS = ("fbp", "cgls", "sirt", "tv", "dds", "rmpvi", "dps")
-MRI_METHODS = ("zf", "cgsense", "l1wavelet", "tv", "dds", "rmpvi", "dps")
-PRIOR_OPTIONS = [
-    click.option("--prior", default="default", show_default=True,
-                 help="Diffusion methods: 'default' (the bundled prior) or a checkpoint (.pt)."),
+METHOD_OPTIONS = [
+    click.option("--iterations", type=click.IntRange(min=1), default=None,
+                 help="Iterations of an iterative method [default: the method's]."),
+    click.option("--weight", "--tv-weight", "weight", type=click.FloatRange(min=0.0),
+                 default=None, help="Regularisation weight of tv, cgsense, l1wavelet, "
+                 "relative to the data (see README) [default: the method's]."),
     click.option("--steps", type=click.IntRange(min=2), default=None,
                  help="Diffusion methods: noise levels [default: the method's]."),
+    click.option("--n-samples", type=click.IntRange(min=1), default=None,
+                 help="dds, dps: posterior samples; more than one also writes a standard "
+                      "deviation map (OUT_std) [default: 1]."),
+    click.option("--prior", default="default", show_default=True,
+                 help="Diffusion methods: 'default' (the bundled prior), a checkpoint (.pt), "
+                      "or a published one as adm:PATH / ncsnpp:PATH."),
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Diffusion methods: random seed."),
 ]
 
 
-def prior_options(command):
-    """Add the diffusion options (--prior, --steps, --seed) to a recon command."""
-    for option in reversed(PRIOR_OPTIONS):
+def method_options(command):
+    """Add the method parameter options shared by ``recon ct`` and ``recon mri``."""
+    for option in reversed(METHOD_OPTIONS):
         command = option(command)
     return command
 
 
-def _load_prior(method: str, prior: str, modality: str, device):
-    """The prior for a diffusion ``method`` (``None`` for the others)."""
-    from medrecon.diffusion_setup import DIFFUSION_METHODS
+def recon_study(study, method_name: str, given: dict[str, object], output: Path,
+                prior: str, seed: int, device) -> None:
+    """Reconstruct an open study as ``medrecon run`` does and write ``output`` (and its
+    standard deviation map beside it for several samples)."""
+    import torch
 
-    if method not in DIFFUSION_METHODS:
-        return None
-    from medrecon.data.priors import load_named_prior
+    from medrecon.methods import method
+    from medrecon.outputs import write_reconstruction
+    from medrecon.run import load_prior, reconstruct_study
 
-    return load_named_prior(prior, modality, device)[0]
+    try:
+        record = method(method_name, study.modality)
+    except ValueError as exc:
+        raise InputError("--method", None, str(exc)) from None
+    fields = record.params.model_fields
+    for name, value in given.items():
+        if value is not None and name not in fields:
+            option = "--" + name.replace("_", "-")
+            raise InputError(option, None, f"{method_name} takes no {name}; its parameters: "
+                             f"{', '.join(fields) or 'none'}")
+    denoiser = load_prior(prior, study.modality, device)[0] if record.needs_prior else None
+    result = reconstruct_study(study, method_name, given, prior=denoiser, device=device,
+                               generator=torch.Generator(device=device).manual_seed(seed),
+                               label=f"{method_name} {study.path.name}")
+    write_reconstruction(result.volume, output, method=result.method,
+                         reference=result.reference, metrics=result.metrics)
+    if result.std is not None:
+        suffix = "".join(output.suffixes) if output.suffix else ""
+        std_path = output.with_name(output.name[:len(output.name) - len(suffix)] + "_std" +
+                                    suffix)
+        write_reconstruction(result.std, std_path, method=f"{result.method} std")
+    summary = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
+    seconds = sum(r.timings.get("total", 0.0) for r in result.records)
+    slices = result.volume.shape[0]
+    click.echo(f"wrote {output} ({result.method}, {result.records[0].iterations} iterations, "
+               f"{slices} slice{'s' if slices != 1 else ''}, {seconds:.2f} s{summary})")
+
+
 PHANTOM_SIZE = click.option("--size", type=click.IntRange(min=16), default=256,
                             show_default=True,
                             help="Image size when IMAGE is the built-in 'phantom'.")
@@ -112,7 +150,8 @@ def simulate_ct(image: str, views: int, beam: str, turn: str | None, noise: str,
     import torch
 
     from medrecon.data.atomic import check_output_path
-    from medrecon.data.sinogram import parse_noise, simulate_sinogram, write_sinogram
+    from medrecon.data.sinogram import parse_noise, write_sinogram
+    from medrecon.data.sinogram_simulate import simulate_sinogram
     from medrecon.fileinfo import load_ct_image
     from medrecon.operators.ct_geometry import CTGeometry
 
@@ -166,9 +205,9 @@ def simulate_mri(image: str, coils: int, acceleration: float, center_fraction: f
     trajectory (radians, dataset /trajectory).
     """
     from medrecon.data.atomic import check_output_path
+    from medrecon.data.kspace_simulate import simulate_kspace
     from medrecon.data.kspace_write import write_kspace_file
     from medrecon.fileinfo import load_mr_image
-    from medrecon.mri_pipeline import simulate_kspace
 
     if output.suffix.lower() not in (".h5", ".hdf5"):
         raise InputError(output, "output", "simulated k-space is written as HDF5 (.h5)")
@@ -222,16 +261,13 @@ def _npy_geometry(beam, image_size, pixel_size, turn, detector_spacing, sid, idd
 
 @recon.command("ct")
 @click.argument("sinogram", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(CT_METHODS), default="fbp", show_default=True)
-@click.option("--filter", "fbp_filter", default="ram-lak", show_default=True,
+@click.option("--method", type=click.Choice(names("ct")), default="fbp", show_default=True)
+@click.option("--filter", "fbp_filter", default=None,
               type=click.Choice(["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]),
-              help="FBP filter.")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Iterations of cgls, sirt or tv [default: the solver's].")
-@click.option("--tv-weight", type=click.FloatRange(min=0.0), default=None,
-              help="TV regularisation weight [default: scaled to the data, see README].")
-@click.option("--sigma-y", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="Noise level of the line integrals (cgls stops by the discrepancy principle).")
+              help="FBP filter [default: ram-lak].")
+@click.option("--sigma-y", type=click.FloatRange(min=0.0), default=None,
+              help="Noise level of the line integrals (cgls stops by the discrepancy "
+                   "principle; diffusion methods use it instead of their estimate).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--beam", type=click.Choice(["parallel", "fan"]), default="parallel",
               help="NPY/TIFF input: beam geometry.")
@@ -247,19 +283,15 @@ def _npy_geometry(beam, image_size, pixel_size, turn, detector_spacing, sid, idd
 @click.option("--idd", type=float, default=500.0, help="NPY/TIFF fan input: mm.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output: .nii/.nii.gz, .h5, .png, or a folder for a DICOM series.")
-@prior_options
-def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | None,
-             tv_weight: float | None, sigma_y: float, device: str, beam: str,
-             image_size: int | None, pixel_size: float, detector_spacing: float | None,
-             turn: str | None, units: str, sid: float, idd: float, output: Path,
-             prior: str, steps: int | None, seed: int) -> None:
+@method_options
+def recon_ct(sinogram: Path, method: str, fbp_filter: str | None, sigma_y: float | None,
+             device: str, beam: str, image_size: int | None, pixel_size: float,
+             detector_spacing: float | None, turn: str | None, units: str, sid: float,
+             idd: float, output: Path, iterations: int | None, weight: float | None,
+             steps: int | None, n_samples: int | None, prior: str, seed: int) -> None:
     """Reconstruct a CT SINOGRAM (.h5 in medrecon's layout, or .npy/.tif with geometry options)."""
-    import torch
-
-    from medrecon.ct_pipeline import reconstruct_sinogram, solver_params
-    from medrecon.data.sinogram import read_sinogram
-    from medrecon.outputs import output_format, write_reconstruction
-    from medrecon.progress import ProgressBar
+    from medrecon.outputs import output_format
+    from medrecon.studies import open_study
 
     output_format(output)
     torch_device = _device(device)
@@ -272,63 +304,37 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str, iterations: int | Non
                                      idd, read_sinogram_array(sinogram).shape)
         except ValueError as exc:
             raise InputError(sinogram, "geometry", str(exc)) from None
-    denoiser = _load_prior(method, prior, "ct", torch_device)
-    sino = read_sinogram(sinogram, geometry, image_units=units)
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-    if denoiser is not None:
-        params = solver_params(method, sino, sigma_y=sigma_y, device=torch_device,
-                               generator=generator, prior=denoiser, steps=steps)
-    else:
-        params = solver_params(method, sino, iterations=iterations, tv_weight=tv_weight,
-                               fbp_filter=fbp_filter, sigma_y=sigma_y, device=torch_device)
-    with ProgressBar(f"{method} {sinogram.name}") as progress:
-        result = reconstruct_sinogram(sino, method, params, device=torch_device,
-                                      callback=progress)
-    write_reconstruction(result.volume, output, method=method, reference=sino.reference,
-                         metrics=result.metrics)
-    summary = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
-    click.echo(f"wrote {output} ({method}, {result.reconstruction.iterations} iterations, "
-               f"{result.reconstruction.timings['total']:.2f} s{summary})")
+    given = {"filter": fbp_filter, "iterations": iterations, "weight": weight, "steps": steps,
+             "n_samples": n_samples}
+    with open_study(sinogram, "ct", geometry=geometry, image_units=units,
+                    sigma_y=sigma_y) as study:
+        recon_study(study, method, given, output, prior, seed, torch_device)
 
 
 @recon.command("mri")
 @click.argument("kspace", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(MRI_METHODS), default="cgsense", show_default=True)
-@click.option("--weight", type=click.FloatRange(min=0.0), default=None,
-              help="Regularisation weight, relative to the data [default: see README].")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="Iterations [default: the method's].")
+@click.option("--method", type=click.Choice(names("mri")), default="cgsense",
+              show_default=True)
 @click.option("--calibration", type=click.IntRange(min=12), default=None,
               help="ESPIRiT calibration width [default: the mask's fully sampled centre].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output: .h5 (fastMRI reconstruction layout), .nii/.nii.gz, .png, or a "
                    "folder for an MR DICOM series.")
-@prior_options
-def recon_mri(kspace: Path, method: str, weight: float | None, iterations: int | None,
-              calibration: int | None, device: str, output: Path, prior: str,
-              steps: int | None, seed: int) -> None:
+@method_options
+def recon_mri(kspace: Path, method: str, calibration: int | None, device: str, output: Path,
+              iterations: int | None, weight: float | None, steps: int | None,
+              n_samples: int | None, prior: str, seed: int) -> None:
     """Reconstruct a fastMRI-layout KSPACE file slice by slice (ESPIRiT + SENSE)."""
-    import torch
-
-    from medrecon.mri_pipeline import reconstruct_kspace_file
-    from medrecon.outputs import output_format, write_reconstruction
-    from medrecon.progress import SliceProgress
+    from medrecon.outputs import output_format
+    from medrecon.studies import open_study
 
     output_format(output)
     torch_device = _device(device)
-    denoiser = _load_prior(method, prior, "mri", torch_device)
-    with SliceProgress(f"{method} {kspace.name}") as progress:
-        result = reconstruct_kspace_file(
-            kspace, method, weight=weight, iterations=iterations, calibration=calibration,
-            device=torch_device, progress=progress, prior=denoiser,
-            diffusion={} if steps is None else {"steps": steps},
-            generator=torch.Generator(device=torch_device).manual_seed(seed))
-    write_reconstruction(result.volume, output, method=method, metrics=result.metrics)
-    summary = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
-    seconds = sum(r.timings.get("total", 0.0) for r in result.reconstructions)
-    click.echo(f"wrote {output} ({method}, {result.volume.shape[0]} slices, "
-               f"{seconds:.2f} s{summary})")
+    given = {"iterations": iterations, "weight": weight, "steps": steps,
+             "n_samples": n_samples}
+    with open_study(kspace, "mri", calibration=calibration) as study:
+        recon_study(study, method, given, output, prior, seed, torch_device)
 
 
 def _device(name: str):
@@ -451,6 +457,16 @@ def protocols_show(protocol: str, overrides: tuple[str, ...]) -> None:
     click.echo(protocol_yaml(load_protocol(protocol, overrides)), nl=False)
 
 
+@protocols.command("schema")
+def protocols_schema() -> None:
+    """Print the JSON Schema of protocol files (for editors' YAML language servers)."""
+    import json
+
+    from medrecon.protocol import protocol_json_schema
+
+    click.echo(json.dumps(protocol_json_schema(), indent=2))
+
+
 @protocols.command("validate")
 @click.argument("files", nargs=-1, required=True)
 @SET_OPTION
@@ -476,7 +492,11 @@ def protocols_validate(files: tuple[str, ...], overrides: tuple[str, ...]) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the command, turning bad input into one line and exit status 2."""
+    """Entry point: runs the command, turning bad input into one line and exit status 2.
+
+    OpenMP's idle threads are told not to spin (:func:`medrecon.threads.apply_thread_policy`)
+    unless the user set ``OMP_WAIT_POLICY``; this must happen before torch is imported."""
+    apply_thread_policy()
     try:
         status = cli.main(args=argv, prog_name="medrecon", standalone_mode=False)
     except click.exceptions.Abort:

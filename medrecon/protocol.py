@@ -1,35 +1,44 @@
 """Site protocols: a typed, frozen YAML schema (version 1), validated once where it enters.
 
 A protocol fixes how a site reconstructs one kind of study: the modality and the input
-it expects, the acquisition it should match, the solver with its parameters, the prior
-of a diffusion solver, the device and seed, and the outputs to write. It enters as a
+it expects, the acquisition it should match, the solver with its parameters (their
+names, defaults and checks are the method's own, :mod:`medrecon.methods`), the prior of
+a solver that needs one, the device and seed, and the outputs to write. It enters as a
 YAML file (a shipped name such as ``ct-sparse-tv`` or a path), optionally extended from
 another protocol (mappings merge, the child wins, lists are replaced, a changed solver
 name drops the inherited solver parameters) and changed by ``--set KEY=VALUE`` overrides
-(VALUE read as YAML: ``outputs.formats=[nifti,hdf5]``); every mistake ends with
-one :class:`~medrecon.errors.InputError` naming the file, the dotted key and its line.
-After that only the frozen dataclasses below, holding plain values, flow on.
+(VALUE read as YAML: ``outputs.formats=[nifti,hdf5]``); every mistake ends with one
+:class:`~medrecon.errors.InputError` naming the file, the dotted key and its line. After
+that only the frozen pydantic models below flow on (``solver.params`` is a read-only
+mapping). :func:`protocol_json_schema` describes the file for editors.
 
 >>> protocol = load_protocol("ct-sparse-tv", ["solver.params.iterations=50"])
 >>> protocol.modality, protocol.solver.name, protocol.solver.params["iterations"]
 ('ct', 'tv', 50)
 
-The schema (``null`` means "anything" for an acquisition field and "the solver's own
-default" for a solver parameter)::
+The schema (``null`` means "anything" for an acquisition field and "the method's default
+for the modality" for a solver parameter)::
 
     version: 1                  # required
     name: ct-sparse-tv          # default: the file's stem (never inherited)
     description: "..."
-    extends: ct-sparse-tv       # a shipped name, or a path relative to this file
+    extends: ct-sparse-tv       # a shipped name, or a file in this file's folder (or below)
     modality: ct                # required: ct | mri
     input: {kind: sinogram, pattern: "*.h5"}   # kind: sinogram (ct), kspace (mri)
     acquisition: {geometry: parallel, views: null}   # ct: geometry, views
     #            {trajectory: cartesian, coils: null, calibration: null}  # mri
-    prior: default              # diffusion solvers: "default" or a checkpoint (.pt)
-    solver: {name: tv, params: {iterations: null, weight: null}}   # see SOLVER_PARAMS
+    prior: default              # default, a checkpoint (.pt), adm:PATH or ncsnpp:PATH
+    solver: {name: tv, params: {iterations: null, weight: null}}   # medrecon.methods
     device: cpu                 # cpu | cuda | auto
     seed: 0
     outputs: {formats: [nifti], naming: "{study}", figure: true, report: true}
+
+YAML is read by PyYAML's safe composer and walked node by node: each node has its line
+(``start_mark``), so key lines, duplicate keys, tags, merge keys (``<<``) and a node cap
+(alias bombs) take a few lines and only safe constructors run. PyYAML is a dependency
+already and keeps YAML 1.1 scalars (``yes`` is true), so site files read and hash as
+before; ruamel.yaml's round-trip loader would add a dependency, switch to YAML 1.2 and
+keep unknown tags and merge keys, so the same walk would be needed on top of it.
 """
 
 from __future__ import annotations
@@ -37,43 +46,37 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import re
 import string
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, NamedTuple, NoReturn
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+)
 
 from medrecon.errors import InputError
+from medrecon.methods import METHODS, MODALITIES, names
 
 VERSION = 1
-MODALITIES = ("ct", "mri")
 INPUT_KINDS = {"ct": "sinogram", "mri": "kspace"}
 ACQUISITION_KEYS = {"ct": ("geometry", "views"), "mri": ("trajectory", "coils", "calibration")}
-GEOMETRIES = ("parallel", "fan")
-TRAJECTORIES = ("cartesian", "radial", "spiral")
-DEVICES = ("cpu", "cuda", "auto")
-FORMATS = ("nifti", "dicom", "hdf5", "npy")
-FBP_FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
-DIFFUSION_SOLVERS = ("dds", "rmpvi", "dps")
 DEFAULT_PRIOR = "default"
+PRIOR_KINDS = ("medrecon", "adm", "ncsnpp")  # as medrecon.priors.defaults.KINDS (no torch)
 PRIOR_SUFFIXES = (".pt", ".pth")
-TOP_KEYS = ("version", "name", "description", "extends", "modality", "input", "acquisition",
-            "prior", "solver", "device", "seed", "outputs")
 MAX_NODES = 10_000  # a protocol is small; this stops alias bombs
-
-
-# -- parameter checkers: value -> validated value, or _Invalid(problem) ---------------------
-class _Invalid(Exception):
-    """A value breaks its constraint; the message is the problem, without file or key."""
-
-
-Checker = Callable[[Any], Any]
 
 
 def _show(value: object) -> str:
@@ -85,119 +88,84 @@ def _show(value: object) -> str:
     return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
-def _integer(minimum: int) -> Checker:
-    """An int (not a bool) >= minimum, or None."""
-    def check(value: Any) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"expected an integer >= {minimum}, got {_show(value)}")
-        if value < minimum:
-            raise _Invalid(f"must be >= {minimum}, got {value}")
-        return value
-    return check
-
-
-def _real(*, above: float | None = None, at_least: float | None = None,
-          at_most: float | None = None) -> Checker:
-    """A finite float (ints accepted, bools not) within the bounds, or None."""
-    bounds = " and ".join(b for b in (None if above is None else f"> {above:g}",
-                                      None if at_least is None else f">= {at_least:g}",
-                                      None if at_most is None else f"<= {at_most:g}") if b)
-
-    def check(value: Any) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(f"expected a number {bounds}, got {_show(value)}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise _Invalid(f"must be finite, got {value}")
-        if ((above is not None and not value > above)
-                or (at_least is not None and value < at_least)
-                or (at_most is not None and value > at_most)):
-            raise _Invalid(f"must be {bounds}, got {value:g}")
-        return value
-    return check
-
-
-def _choice(choices: Sequence[str]) -> Checker:
-    """One of the strings, or None."""
-    def check(value: Any) -> str | None:
-        if value is None or value in choices and isinstance(value, str):
-            return value
-        raise _Invalid(f"expected one of {', '.join(choices)}, got {_show(value)}")
-    return check
-
-
-class SolverEntry(NamedTuple):
-    """The modalities a solver reconstructs and the checker of each of its parameters."""
-
-    modalities: tuple[str, ...]
-    params: dict[str, Checker]
-
-
-_CT, _MRI, _BOTH = ("ct",), ("mri",), ("ct", "mri")
-_SIGMA = _real(above=0)
-
-#: Every solver a protocol may name: modalities and parameters (None = solver's default).
-SOLVER_PARAMS: dict[str, SolverEntry] = {
-    "fbp": SolverEntry(_CT, {"filter": _choice(FBP_FILTERS)}),
-    "cgls": SolverEntry(_CT, {"iterations": _integer(1)}),
-    "sirt": SolverEntry(_CT, {"iterations": _integer(1)}),
-    "zf": SolverEntry(_MRI, {}),
-    "cgsense": SolverEntry(_MRI, {"iterations": _integer(1), "weight": _real(at_least=0)}),
-    "l1wavelet": SolverEntry(_MRI, {"iterations": _integer(1), "weight": _real(at_least=0)}),
-    "tv": SolverEntry(_BOTH, {"iterations": _integer(1), "weight": _real(above=0)}),
-    "dds": SolverEntry(_BOTH, {"steps": _integer(1), "sigma_max": _SIGMA, "sigma_min": _SIGMA,
-                               "eta": _real(at_least=0, at_most=1), "gamma": _real(above=0),
-                               "cg_iter": _integer(1), "n_samples": _integer(1)}),
-    "rmpvi": SolverEntry(_BOTH, {"steps": _integer(2), "inner_iter": _integer(1),
-                                 "sigma_max": _SIGMA, "sigma_min": _SIGMA,
-                                 "gamma": _real(above=0)}),
-    "dps": SolverEntry(_BOTH, {"steps": _integer(1), "sigma_max": _SIGMA, "sigma_min": _SIGMA,
-                               "zeta": _real(above=0), "n_samples": _integer(1)}),
-}
-
-
 # -- the typed protocol ------------------------------------------------------------------
-@dataclass(frozen=True)
-class InputSpec:
+def _must(ok: Callable[[Any], Any], problem: str) -> Callable[[Any], Any]:
+    """A validator: the value if ``ok(value)``, else ValueError(problem, ``{got}`` filled)."""
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(problem.format(got=_show(value)))
+        return value
+    return check
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _naming(template: str) -> str:
+    """Check an output name template: the field {study} and no folder separators."""
+    if "/" in template or "\\" in template:
+        raise ValueError("a file name, without '/'")
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv
+                  in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write e.g. '{{study}}_tv'") from None
+    for name, spec, conv in fields:
+        if name != "study" or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"only the field {{study}} is allowed, got {shown}")
+    if not fields:
+        raise ValueError("must contain {study} (the input file's stem), "
+                         "or studies overwrite each other")
+    if template.format(study="x").strip(".") == "":
+        raise ValueError("not a usable file name")
+    return template
+
+
+Text = Annotated[str, AfterValidator(_must(str.strip, "expected a non-empty string, got {got}"))]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class InputSpec(_Model):
     """What the protocol reads: ``kind`` (sinogram | kspace) and the glob for folders."""
 
-    kind: str
-    pattern: str = "*.h5"
+    kind: Literal["sinogram", "kspace"] | None = Field(None, description="default: modality's")
+    pattern: Annotated[Text, AfterValidator(_must(
+        lambda glob: not Path(glob).is_absolute() and ".." not in Path(glob).parts,
+        "a glob inside the input folder: no absolute path, no '..'"))] = "*.h5"
 
 
-@dataclass(frozen=True)
-class Acquisition:
+class Acquisition(_Model):
     """Expectations checked against each input file; None accepts anything.
 
     CT uses ``geometry`` and ``views``; MRI ``trajectory``, ``coils`` and ``calibration``
     (the ESPIRiT calibration width; None picks it from the data).
     """
 
-    geometry: str | None = None
-    views: int | None = None
-    trajectory: str | None = None
-    coils: int | None = None
-    calibration: int | None = None
+    geometry: Literal["parallel", "fan"] | None = None
+    views: int | None = Field(None, ge=1)
+    trajectory: Literal["cartesian", "radial", "spiral"] | None = None
+    coils: int | None = Field(None, ge=1)
+    calibration: int | None = Field(None, ge=6)
 
 
-@dataclass(frozen=True)
-class SolverSpec:
-    """A solver name and every one of its parameters (None = the solver's own default)."""
+class SolverSpec(_Model):
+    """A method's name and every one of its parameters (None = the method's default)."""
 
-    name: str
-    params: dict[str, Any]
+    name: Literal[names()]  # type: ignore[valid-type]
+    params: Mapping[str, Any] = Field(MappingProxyType({}), description="null: default")
 
 
-@dataclass(frozen=True)
-class Outputs:
+class Outputs(_Model):
     """Formats to write, the file-name template (field ``{study}``), figure and report."""
 
-    formats: tuple[str, ...] = ("nifti",)
-    naming: str = "{study}"
+    formats: Annotated[tuple[Literal["nifti", "dicom", "hdf5", "npy"], ...],
+                       Field(min_length=1, strict=False)] = ("nifti",)
+    naming: Annotated[Text, AfterValidator(_naming)] = "{study}"
     figure: bool = True
     report: bool = True
 
@@ -210,26 +178,7 @@ class Outputs:
         return self.naming.format(study=study)
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """Where a key was set: a file and line, or a ``--set`` override."""
-
-    source: str
-    line: int | None
-    base: Path                     # relative paths set here are resolved against it
-    override: str | None = None    # the dotted key of the --set that set it
-
-
-@dataclass
-class _Raw:
-    """Parsed YAML (plain dicts, lists, scalars) and the origin of every dotted key."""
-
-    data: dict[str, Any]
-    origins: dict[str, _Origin]
-
-
-@dataclass(frozen=True)
-class Protocol:
+class Protocol(_Model):
     """A validated site protocol; build it with :func:`load_protocol`.
 
     >>> p = load_protocol("mri-cartesian-cgsense")
@@ -237,37 +186,35 @@ class Protocol:
     ('kspace', 'cartesian', 64)
     """
 
-    version: int
-    name: str
-    description: str
-    modality: str
-    input: InputSpec
-    acquisition: Acquisition
-    prior: str
+    version: Annotated[Literal[1], BeforeValidator(_must(
+        lambda v: _integer(v) and v == VERSION, "expected 1 (the only schema version), got {got}"))]
+    name: Text = Field(description="default: the file's stem")
+    description: str = ""
+    modality: Literal[MODALITIES]  # type: ignore[valid-type]
+    input: InputSpec = InputSpec()
+    acquisition: Acquisition = Acquisition()
+    prior: Text = Field(DEFAULT_PRIOR, description="default, PATH.pt, adm:PATH, ncsnpp:PATH")
     solver: SolverSpec
-    device: str
-    seed: int
-    outputs: Outputs
-    source: Path | None = None
-    _raw: _Raw | None = field(default=None, repr=False, compare=False)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    seed: Annotated[int, Field(ge=0, lt=2**64), BeforeValidator(_must(
+        lambda v: _integer(v) and 0 <= v < 2**64,
+        "expected an integer >= 0 (below 2**64), got {got}"))] = 0
+    outputs: Outputs = Outputs()
+    _source: Path | None = PrivateAttr(None)
+    _raw: Any = PrivateAttr(None)  # the resolved _Raw, for apply_overrides
+
+    @property
+    def source(self) -> Path | None:
+        """The protocol file it was loaded from (None for a mapping)."""
+        return self._source
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved protocol as plain data: after extends and overrides, defaults filled."""
-        return {
-            "version": self.version,
-            "name": self.name,
-            "description": self.description,
-            "modality": self.modality,
-            "input": {"kind": self.input.kind, "pattern": self.input.pattern},
-            "acquisition": {key: getattr(self.acquisition, key)
-                            for key in ACQUISITION_KEYS[self.modality]},
-            "prior": self.prior,
-            "solver": {"name": self.solver.name, "params": dict(self.solver.params)},
-            "device": self.device,
-            "seed": self.seed,
-            "outputs": {"formats": list(self.outputs.formats), "naming": self.outputs.naming,
-                        "figure": self.outputs.figure, "report": self.outputs.report},
-        }
+        data = self.model_dump(exclude={"solver"})
+        data["acquisition"] = {k: data["acquisition"][k] for k in ACQUISITION_KEYS[self.modality]}
+        data["outputs"]["formats"] = list(self.outputs.formats)
+        solver = {"name": self.solver.name, "params": dict(self.solver.params)}
+        return {key: solver if key == "solver" else data[key] for key in type(self).model_fields}
 
     @property
     def hash(self) -> str:
@@ -275,6 +222,13 @@ class Protocol:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False, allow_nan=False)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Protocol) and (self.hash, self.source) == (other.hash,
+                                                                            other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.hash, self.source))
 
 
 # -- public functions -----------------------------------------------------------------
@@ -294,16 +248,12 @@ def load_protocol(name_or_path: str | os.PathLike[str], overrides: Sequence[str]
     ``name_or_path`` without "/" and without a .yaml/.yml suffix that is not an existing
     file names a shipped protocol; anything else is a path.
 
-    >>> load_protocol("ct-sparse-fbp", ["solver.params.filter=hann"]).solver.params
+    >>> dict(load_protocol("ct-sparse-fbp", ["solver.params.filter=hann"]).solver.params)
     {'filter': 'hann'}
     """
     text = os.fspath(name_or_path)
-    if _names_shipped(text, Path.cwd()):
-        path = _shipped_path(text, text, None)
-    else:
-        path = Path(text)
-    raw = _read_chain(path, ())
-    return _validate(_apply(raw, overrides), path)
+    path = _shipped_path(text, text, None) if _names_shipped(text, Path.cwd()) else Path(text)
+    return _validate(_apply(_expand(_read_file(path), path, ()), overrides), path)
 
 
 def apply_overrides(raw_or_protocol: Protocol | Mapping[str, Any],
@@ -318,10 +268,7 @@ def apply_overrides(raw_or_protocol: Protocol | Mapping[str, Any],
     ('nifti', 'hdf5')
     """
     if isinstance(raw_or_protocol, Protocol):
-        source = raw_or_protocol.source
-        raw = raw_or_protocol._raw
-        if raw is None:
-            raw = _from_mapping(raw_or_protocol.to_dict(), str(source or "<protocol>"))
+        source, raw = raw_or_protocol.source, raw_or_protocol._raw
     else:
         source = None
         raw = _expand(_from_mapping(raw_or_protocol, "<protocol>"), Path.cwd() / "<protocol>",
@@ -343,142 +290,159 @@ def protocol_yaml(protocol: Protocol) -> str:
 
 
 def prior_reference(protocol: Protocol) -> str | None:
-    """The prior a protocol's solver needs: "default", a checkpoint path, or None.
+    """The prior a protocol's method needs ("default", a checkpoint, ``adm:PATH`` ...),
+    or None for a method without a prior.
 
     >>> [prior_reference(load_protocol(n)) for n in ("ct-sparse-dds", "ct-sparse-tv")]
     ['default', None]
     """
-    return protocol.prior if protocol.solver.name in DIFFUSION_SOLVERS else None
+    return protocol.prior if METHODS[protocol.solver.name].needs_prior else None
+
+
+def protocol_json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of a protocol file, for editors: each method's
+    parameters apply under its ``solver.name``.
+
+    >>> schema = protocol_json_schema()
+    >>> schema["properties"]["modality"]["enum"], "extends" in schema["properties"]
+    (['ct', 'mri'], True)
+    """
+    with warnings.catch_warnings():  # the frozen mapping default has no JSON form; fine
+        warnings.simplefilter("ignore")
+        schema = Protocol.model_json_schema()
+    schema["properties"]["extends"] = {"type": "string", "description": "a shipped protocol "
+                                       "or a file in this file's folder; this file wins"}
+    schema["required"] = [key for key in schema["required"] if key != "name"]
+    cases = []
+    for name, record in METHODS.items():
+        properties = record.params.model_json_schema().get("properties", {})
+        params = {"type": "object", "additionalProperties": False, "properties": {
+            key: {"anyOf": [value, {"type": "null"}], "description": value.get("description",
+                  key)} for key, value in properties.items()}}
+        cases.append({"if": {"properties": {"name": {"const": name}}},
+                      "then": {"properties": {"params": params}}})
+    schema["$defs"]["SolverSpec"]["allOf"] = cases
+    return schema
 
 
 # -- YAML with lines ----------------------------------------------------------------------
+Key = tuple[str | int, ...]  # a key's path, as pydantic's error locations: ("outputs", 0)
+
+
+class _Origin(NamedTuple):
+    """Where a key was set: a file and line, or a ``--set`` override."""
+
+    source: str
+    line: int | None
+    base: Path                     # relative paths set here are resolved against it
+    override: str | None = None    # the dotted key of the --set that set it
+
+
+class _Raw(NamedTuple):
+    """Parsed YAML (plain dicts, lists, scalars) and the origin of keys (nearest wins)."""
+
+    data: dict[str, Any]
+    origins: dict[Key, _Origin]
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader, reading ``1e-3`` as a float (YAML 1.2) rather than a string."""
 
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 class _Dumper(yaml.SafeDumper):
     """The safe dumper, writing lists in flow style: ``formats: [nifti, hdf5]``."""
 
 
-_Dumper.add_representer(
-    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data,
-                                                         flow_style=True))
-
-_MAP_TAG, _SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+def _dotted(path: Key) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def _parse_yaml(text: str, origin: _Origin, prefix: str = "") -> tuple[Any, dict[str, _Origin]]:
-    """Parse YAML text into plain values; the origin (line) of every key under ``prefix``."""
+def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> tuple[Any, _Raw]:
+    """Parse YAML text into plain values, with the line of every key under ``prefix``."""
     loader = _Loader(text)
-    origins: dict[str, _Origin] = {}
-    budget = [MAX_NODES]
+    raw = _Raw({}, {})
+    budget, lines = [MAX_NODES], {}
 
-    def where(path: str, node: yaml.Node) -> None:
-        if origin.override is None:
-            origins[path] = _Origin(origin.source, node.start_mark.line + 1, origin.base)
-        else:
-            origins[path] = origin
+    def at(path: Key, node: yaml.Node) -> Key:
+        if origin.line is not None:
+            raw.origins[path] = origin._replace(line=node.start_mark.line + 1)
+        return path
 
-    def fail(path: str, node: yaml.Node, problem: str) -> NoReturn:
-        where(path, node)
-        _fail(origins, path, problem)
-
-    def plain(node: yaml.Node, path: str) -> Any:
+    def plain(node: yaml.Node, path: Key) -> Any:
         budget[0] -= 1
         if budget[0] < 0:
-            fail(path, node, f"more than {MAX_NODES} values (aliases?); not a protocol")
+            _fail(raw, at(path, node), f"more than {MAX_NODES} values (aliases?); not a protocol")
         if isinstance(node, yaml.ScalarNode):
             return loader.construct_object(node, deep=True)
+        if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
+            _fail(raw, at(path, node), f"unsupported tag {node.tag}")
         if isinstance(node, yaml.SequenceNode):
-            if node.tag != _SEQ_TAG:
-                fail(path, node, f"unsupported tag {node.tag}")
-            items = []
-            for i, item in enumerate(node.value):
-                where(f"{path}[{i}]", item)
-                items.append(plain(item, f"{path}[{i}]"))
-            return items
-        if node.tag != _MAP_TAG:
-            fail(path, node, f"unsupported tag {node.tag}")
+            return [plain(item, at((*path, i), item)) for i, item in enumerate(node.value)]
         mapping: dict[str, Any] = {}
-        first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                fail(_join(path, "<<"), key_node,
-                     "YAML merge keys (<<) are not supported; use extends")
+                _fail(raw, at((*path, "<<"), key_node),
+                      "YAML merge keys (<<) are not supported; use extends")
             if not isinstance(key_node, yaml.ScalarNode):
-                fail(path, key_node, "keys must be non-empty strings, got a collection")
+                _fail(raw, at(path, key_node), "keys must be non-empty strings, got a collection")
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str) or not key:
-                fail(_join(path, str(key)), key_node,
-                     f"keys must be non-empty strings, got {_show(key)}")
-            sub = _join(path, key)
+                _fail(raw, at((*path, str(key)), key_node),
+                      f"keys must be non-empty strings, got {_show(key)}")
             if key in mapping:
-                fail(sub, key_node, f"duplicate key (first at line {first_line[key]})")
-            first_line[key] = key_node.start_mark.line + 1
-            where(sub, key_node)
-            mapping[key] = plain(value_node, sub)
+                _fail(raw, at((*path, key), key_node),
+                      f"duplicate key (first at line {lines[(*path, key)]})")
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            mapping[key] = plain(value_node, at((*path, key), key_node))
         return mapping
 
+    raw.origins[prefix] = origin
     try:
         node = loader.get_single_node()
-        if node is None:
-            return None, origins
-        where(prefix, node)
-        return plain(node, prefix), origins
+        return (None if node is None else plain(node, at(prefix, node))), raw
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         if origin.override is not None:
-            raise InputError(f"--set {origin.override}", None,
-                             f"value is not valid YAML: {problem}") from None
-        field_name = None if mark is None else f"line {mark.line + 1}"
-        raise InputError(origin.source, field_name, f"not valid YAML: {problem}") from None
+            raise InputError(origin.source, None, f"value is not valid YAML: {problem}") from None
+        where = None if mark is None else f"line {mark.line + 1}"
+        raise InputError(origin.source, where, f"not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise InputError(origin.source, None, f"not valid YAML: {exc}") from None
     finally:
         loader.dispose()
 
 
-def _origin_of(origins: Mapping[str, _Origin], path: str) -> _Origin:
+def _origin_of(raw: _Raw, path: Key) -> _Origin:
     """The origin of ``path``, or of its nearest ancestor that has one."""
-    while path not in origins and path:
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return origins[path]
+    while path not in raw.origins:
+        path = path[:-1]
+    return raw.origins[path]
 
 
-def _fail(origins: Mapping[str, _Origin], path: str, problem: str) -> NoReturn:
+def _fail(raw: _Raw, path: Key, problem: str, *, missing_from: Key | None = None) -> NoReturn:
     """Raise the InputError of ``path``: "FILE: KEY (line N): problem"."""
-    origin = _origin_of(origins, path)
+    origin = _origin_of(raw, path if missing_from is None else missing_from)
+    key = _dotted(path) or None
     if origin.override is not None:
-        raise InputError(f"--set {origin.override}", None if path == origin.override else path,
-                         problem)
-    key = path or None
-    if key and origin.line is not None:
-        key = f"{path} (line {origin.line})"
+        raise InputError(origin.source, None if key == origin.override else key, problem)
+    if missing_from is not None:
+        if missing_from and origin.line:
+            problem += f" from '{_dotted(missing_from)}' (line {origin.line})"
+    elif key and origin.line is not None:
+        key = f"{key} (line {origin.line})"
     elif origin.line is not None and origin.line > 1:
         key = f"line {origin.line}"
     raise InputError(origin.source, key, problem)
-
-
-def _missing(origins: Mapping[str, _Origin], parent: str, key: str) -> NoReturn:
-    """Raise the InputError of a required ``key`` missing from the mapping at ``parent``."""
-    origin = _origin_of(origins, parent)
-    path = _join(parent, key)
-    if origin.override is not None:
-        raise InputError(f"--set {origin.override}", path, "required field is missing")
-    where = f" from '{parent}' (line {origin.line})" if parent and origin.line else ""
-    raise InputError(origin.source, path, f"required field is missing{where}")
 
 
 # -- reading, extends, overrides -------------------------------------------------------------
@@ -487,12 +451,11 @@ def _names_shipped(text: str, base: Path) -> bool:
             and not (base / text).exists())
 
 
-def _shipped_path(name: str, source: str, field_name: str | None) -> Path:
+def _shipped_path(name: str, source: str, key: str | None) -> Path:
     path = Path(str(resources.files("medrecon.protocols").joinpath(f"{name}.yaml")))
     if not path.is_file():
-        raise InputError(source, field_name,
-                         f"no protocol file {name!r} and no shipped protocol of that name; "
-                         f"shipped: {', '.join(shipped_protocols())}")
+        raise InputError(source, key, f"no protocol file {name!r} and no shipped protocol of "
+                                      f"that name; shipped: {', '.join(shipped_protocols())}")
     return path
 
 
@@ -508,19 +471,14 @@ def _read_file(path: Path) -> _Raw:
     except OSError as exc:
         raise InputError(path, None, f"cannot be read: {exc.strerror or exc}") from None
     origin = _Origin(str(path), 1, path.parent)
-    data, origins = _parse_yaml(text, origin)
+    data, raw = _parse_yaml(text, origin)
     if data is None:
         raise InputError(path, None, "empty; a protocol is a YAML mapping (version: 1, ...)")
     if not isinstance(data, dict):
         raise InputError(path, None, f"not a YAML mapping (found {type(data).__name__}); "
                                      "a protocol starts with version: 1")
-    origins[""] = origin
-    return _Raw(data, origins)
-
-
-def _read_chain(path: Path, chain: tuple[Path, ...]) -> _Raw:
-    """Read a protocol file and every protocol it extends, merged (the child wins)."""
-    return _expand(_read_file(path), path, chain)
+    raw.origins[()] = origin
+    return _Raw(data, raw.origins)
 
 
 def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:
@@ -529,28 +487,30 @@ def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:
         return raw
     value = raw.data.pop("extends")
     if not isinstance(value, str) or not value:
-        _fail(raw.origins, "extends", "expected a shipped protocol name or a path, "
-                                      f"got {_show(value)}")
-    origin = raw.origins["extends"]
+        _fail(raw, ("extends",), f"expected a shipped protocol name or a path, got {_show(value)}")
+    origin = _origin_of(raw, ("extends",))
     source, key = origin.source, f"extends (line {origin.line})" if origin.line else "extends"
+    folder = path.parent.resolve()
     if _names_shipped(value, path.parent):
         parent = _shipped_path(value, source, key)
+    elif Path(value).expanduser().is_absolute() or not (folder / value).resolve().is_relative_to(
+            folder):
+        raise InputError(source, key, f"{value!r} is outside this protocol's folder {folder}; "
+                                      "extend a shipped protocol or a file in that folder")
     else:
-        parent = Path(value).expanduser()
-        parent = parent if parent.is_absolute() else path.parent / parent
+        parent = path.parent / value
     seen = (*chain, path.resolve())
     if parent.resolve() in seen:
         loop = [str(p) for p in seen[seen.index(parent.resolve()):]] + [str(parent.resolve())]
         raise InputError(source, key, f"extends makes a cycle: {' -> '.join(loop)}")
     if not parent.is_file():
         raise InputError(source, key, f"no such protocol file {parent}")
-    base = _read_chain(parent, seen)
+    base = _expand(_read_file(parent), parent, seen)
     base.data.pop("name", None)  # a name is never inherited
     if _solver_name(raw.data) not in (None, _solver_name(base.data)):
-        _drop_params(base, keep_overrides=False)  # parameters belong to their solver
-    _merge_into(base.data, raw.data, "", base.origins, raw.origins)
-    base.origins[""] = raw.origins[""]
-    return base
+        _drop_params(base, keep_overrides=False)  # parameters belong to their method
+    _merge_into(base.data, raw.data)
+    return _Raw(base.data, {**base.origins, **raw.origins})
 
 
 def _solver_name(data: Mapping[str, Any]) -> Any:
@@ -562,69 +522,37 @@ def _drop_params(raw: _Raw, *, keep_overrides: bool) -> None:
     """Forget the solver parameters (except those set by --set) when the solver changes."""
     solver = raw.data.get("solver")
     params = solver.get("params") if isinstance(solver, dict) else None
-    if not isinstance(params, dict):
-        return
-    for key in list(params):
-        origin = _origin_of(raw.origins, f"solver.params.{key}")
-        if not (keep_overrides and origin.override is not None):
+    for key in list(params) if isinstance(params, dict) else ():
+        if not (keep_overrides and _origin_of(raw, ("solver", "params", key)).override):
             del params[key]
-            _replace(raw.origins, f"solver.params.{key}", {})
 
 
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith((prefix + ".", prefix + "["))
-
-
-def _replace(origins: dict[str, _Origin], path: str, new: Mapping[str, _Origin]) -> None:
-    for old in [p for p in origins if _under(p, path)]:
-        del origins[old]
-    origins.update({p: o for p, o in new.items() if _under(p, path)})
-
-
-def _merge_into(base: dict[str, Any], top: Mapping[str, Any], path: str,
-                origins: dict[str, _Origin], top_origins: Mapping[str, _Origin]) -> None:
+def _merge_into(base: dict[str, Any], top: Mapping[str, Any]) -> None:
     """Deep-merge ``top`` into ``base``: mappings merge, everything else (lists too) replaces."""
     for key, value in top.items():
-        sub = _join(path, key)
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            origins[sub] = top_origins[sub]
-            _merge_into(base[key], value, sub, origins, top_origins)
+            _merge_into(base[key], value)
         else:
             base[key] = value
-            _replace(origins, sub, top_origins)
 
 
 def _from_mapping(mapping: Mapping[str, Any], source: str) -> _Raw:
     """A plain protocol mapping as a raw protocol (no lines to name)."""
-    origin = _Origin(source, None, Path.cwd())
-    origins = {"": origin}
-
-    def walk(value: Any, path: str) -> Any:
-        origins[path] = origin
-        if isinstance(value, Mapping):
-            for key in value:
-                if not isinstance(key, str) or not key:
-                    _fail(origins, path, f"keys must be non-empty strings, got {_show(key)}")
-            return {key: walk(item, _join(path, key)) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [walk(item, f"{path}[{i}]") for i, item in enumerate(value)]
-        return value
-
-    data = walk(mapping, "")
-    if not isinstance(data, dict):
-        raise InputError(source, None, "a protocol is a mapping")
-    return _Raw(data, origins)
+    try:
+        text = yaml.dump(dict(mapping), Dumper=_Dumper)
+    except (yaml.YAMLError, TypeError, ValueError) as exc:
+        raise InputError(source, None, f"not plain protocol data: {exc}") from None
+    data, raw = _parse_yaml(text, _Origin(source, None, Path.cwd()))
+    return _Raw(data, raw.origins)
 
 
 def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
     """A copy of ``raw`` with ``KEY=VALUE`` overrides applied (VALUE parsed as YAML)."""
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    raw = copy.deepcopy(raw)
-    for item in overrides:
+    raw = _Raw(copy.deepcopy(raw.data), dict(raw.origins))
+    for item in [overrides] if isinstance(overrides, str) else overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
-        parts = key.split(".")
+        parts = tuple(key.split("."))
         if not sep or not all(parts):
             raise InputError(f"--set {item}", None,
                              "expected KEY=VALUE with a dotted KEY, e.g. solver.params.weight=1e-3")
@@ -632,189 +560,138 @@ def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
             raise InputError(f"--set {key}", None, "extends cannot be overridden; write a "
                                                    "protocol file that extends this one")
         origin = _Origin(f"--set {key}", None, Path.cwd(), override=key)
-        value, value_origins = _parse_yaml(text, origin, prefix=key)
+        value, _ = _parse_yaml(text, origin, prefix=parts)
         before = _solver_name(raw.data)
         node = raw.data
         for i, part in enumerate(parts[:-1]):
-            sub = ".".join(parts[:i + 1])
             if node.get(part) is None:
                 node[part] = {}
-                raw.origins[sub] = origin
+                raw.origins[parts[:i + 1]] = origin
             elif not isinstance(node[part], dict):
-                raise InputError(f"--set {key}", None,
-                                 f"{sub} is {_show(node[part])}, not a mapping")
+                raise InputError(f"--set {key}", None, f"{'.'.join(parts[:i + 1])} is "
+                                                       f"{_show(node[part])}, not a mapping")
             node = node[part]
         node[parts[-1]] = value
-        value_origins[key] = origin
-        _replace(raw.origins, key, value_origins)
-        if key in ("solver", "solver.name") and _solver_name(raw.data) != before:
-            _drop_params(raw, keep_overrides=True)  # parameters belong to their solver
+        for path in [p for p in raw.origins if p[:len(parts)] == parts]:
+            del raw.origins[path]
+        raw.origins[parts] = origin
+        if parts[0] == "solver" and len(parts) <= 2 and _solver_name(raw.data) != before:
+            _drop_params(raw, keep_overrides=True)  # parameters belong to their method
     return raw
 
 
 # -- validation -------------------------------------------------------------------------------
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+           "less_than_equal": "<="}
+
+
+def _model_at(model: type[BaseModel], path: Key) -> type[BaseModel] | None:
+    for part in path:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        if info is None or not (isinstance(info.annotation, type)
+                                and issubclass(info.annotation, BaseModel)):
+            return None
+        model = info.annotation
+    return model
+
+
+def _problem(error: Mapping[str, Any], model: type[BaseModel], what: str = "") -> str:
+    """One pydantic error (location relative to ``model``) in the words of this module."""
+    kind, value, ctx, loc = error["type"], error.get("input"), error.get("ctx", {}), error["loc"]
+    parent = _model_at(model, loc[:-1])
+    info = parent.model_fields.get(loc[-1]) if parent is not None and loc else None
+    bounds = "".join(f" {sign} {getattr(m, attr)}" for m in (info.metadata if info else ())
+                     for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+                     if getattr(m, attr, None) is not None)
+    if kind == "extra_forbidden" and parent is not None:
+        keys = [*parent.model_fields, *(["extends"] if parent is Protocol else [])]
+        return f"unknown key{what}; expected " + (f"one of {', '.join(keys)}" if keys else "none")
+    if kind in _BOUNDS:
+        bound, shown = (f"{v:g}" if isinstance(v, float) else v for v in (*ctx.values(), value))
+        return f"must be {_BOUNDS[kind]} {bound}, got {shown}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx["expected"]) or [ctx["expected"]]
+        expected = choices[0] if len(choices) == 1 else f"one of {', '.join(choices)}"
+        return f"expected {expected}, got {_show(value)}"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx["error"])
+    expected = {"int": f"an integer{bounds}", "float": f"a number{bounds}",
+                "bool": "true or false", "string": "a string", "dict": "a mapping",
+                "model": "a mapping", "tuple": "a non-empty list", "too": "a non-empty list",
+                "finite": "a finite number"}.get(kind.split("_")[0])
+    return f"expected {expected or error['msg']}, got {_show(value)}"
+
+
+def _raise(raw: _Raw, exc: ValidationError, model: type[BaseModel], prefix: Key = (),
+           what: str = "") -> NoReturn:
+    """Raise the InputError of the first error of ``exc`` (locations under ``prefix``)."""
+    error = exc.errors(include_url=False)[0]
+    loc = tuple(error["loc"])
+    if error["type"] == "missing":
+        _fail(raw, (*prefix, *loc), "required field is missing", missing_from=(*prefix,
+                                                                                *loc[:-1]))
+    first = str(error.get("ctx", {}).get("error", "")).split(" ")[0]
+    if not loc and first in model.model_fields:  # a check of two fields names the first
+        loc = (first,)
+    _fail(raw, (*prefix, *loc), _problem({**error, "loc": loc}, model, what))
+
+
 def _validate(raw: _Raw, source: Path | None) -> Protocol:
     """The typed protocol from a resolved raw protocol, or the InputError of its first flaw."""
-    data, origins = raw.data, raw.origins
-
-    def fail(path: str, problem: str) -> NoReturn:
-        _fail(origins, path, problem)
-
-    def section(value: Any, path: str, keys: Sequence[str], required: Sequence[str] = (),
-                what: str = "") -> dict[str, Any]:
-        """A mapping (None = empty) with only ``keys`` and every one of ``required``."""
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            fail(path, f"expected a mapping, got {_show(value)}")
-        for key in value:
-            if key not in keys:
-                expected = f"expected one of {', '.join(keys)}" if keys else "expected none"
-                fail(_join(path, key), f"unknown key{what}; {expected}")
-        for key in required:
-            if key not in value:
-                _missing(origins, path, key)
-        return value
-
-    def check(path: str, value: Any, checker: Checker) -> Any:
-        try:
-            return checker(value)
-        except _Invalid as exc:
-            fail(path, str(exc))
-
-    def text(path: str, value: Any, *, empty: bool = False) -> str:
-        if not isinstance(value, str) or (not empty and not value.strip()):
-            fail(path, f"expected a{'' if empty else ' non-empty'} string, got {_show(value)}")
-        return value
-
-    def boolean(path: str, value: Any) -> bool:
-        if not isinstance(value, bool):
-            fail(path, f"expected true or false, got {_show(value)}")
-        return value
-
-    top = section(data, "", TOP_KEYS, required=("version", "modality", "solver"))
-    version = top["version"]
-    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
-        fail("version", f"expected {VERSION} (the only schema version), got {_show(version)}")
-    modality = check("modality", top["modality"], _choice(MODALITIES))
-    if modality is None:
-        fail("modality", f"expected one of {', '.join(MODALITIES)}, got null")
-    if "name" in top:
-        name = text("name", top["name"])
-    elif source is not None:
-        name = source.stem
-    else:
-        _missing(origins, "", "name")
-    description = text("description", top.get("description", ""), empty=True)
-
-    # input
-    inp = section(top.get("input"), "input", ("kind", "pattern"))
-    kind = inp.get("kind", INPUT_KINDS[modality])
-    if kind != INPUT_KINDS[modality]:
-        fail("input.kind", f"a {modality} protocol reads {INPUT_KINDS[modality]}, "
-                           f"got {_show(kind)}")
-    pattern = text("input.pattern", inp.get("pattern", "*.h5"))
-    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
-        fail("input.pattern", "a glob inside the input folder: no absolute path, no '..'")
-
-    # acquisition
-    acq = section(top.get("acquisition"), "acquisition",
-                  ACQUISITION_KEYS["ct"] + ACQUISITION_KEYS["mri"])
-    for key, value in acq.items():
-        if key not in ACQUISITION_KEYS[modality] and value is not None:
-            other = "mri" if modality == "ct" else "ct"
-            fail(f"acquisition.{key}", f"only for {other} protocols (this one is {modality}); "
-                                       f"expected one of {', '.join(ACQUISITION_KEYS[modality])}")
-    checkers = {"geometry": _choice(GEOMETRIES), "views": _integer(1),
-                "trajectory": _choice(TRAJECTORIES), "coils": _integer(1),
-                "calibration": _integer(6)}
-    acquisition = Acquisition(**{key: check(f"acquisition.{key}", acq.get(key), checkers[key])
-                                 for key in ACQUISITION_KEYS[modality]})
-
-    # solver
-    sol = section(top["solver"], "solver", ("name", "params"), required=("name",))
-    solver_name = sol["name"]
-    if not isinstance(solver_name, str) or solver_name not in SOLVER_PARAMS:
-        fail("solver.name", f"expected one of {', '.join(SOLVER_PARAMS)}, "
-                            f"got {_show(solver_name)}")
-    entry = SOLVER_PARAMS[solver_name]
-    if modality not in entry.modalities:
-        usable = [n for n, e in SOLVER_PARAMS.items() if modality in e.modalities]
-        fail("solver.name", f"{solver_name} does not reconstruct {modality}; "
-                            f"{modality} solvers: {', '.join(usable)}")
-    given = section(sol.get("params"), "solver.params", tuple(entry.params),
-                    what=f" for {solver_name}")
-    params = {key: check(f"solver.params.{key}", given.get(key), checker)
-              for key, checker in entry.params.items()}
-    low, high = params.get("sigma_min"), params.get("sigma_max")
-    if low is not None and high is not None and not low < high:
-        fail("solver.params.sigma_min", f"must be below sigma_max ({high:g}), got {low:g}")
-
-    # prior
-    prior = top.get("prior", DEFAULT_PRIOR)
-    if not isinstance(prior, str) or not prior.strip():
-        fail("prior", f"expected 'default' or a checkpoint path (.pt), got {_show(prior)}")
-    if prior != DEFAULT_PRIOR:
-        if solver_name not in DIFFUSION_SOLVERS:
-            fail("prior", f"{solver_name} uses no prior; a prior is for "
-                          f"{', '.join(DIFFUSION_SOLVERS)} (leave it out or write 'default')")
-        path = Path(prior).expanduser()
-        if not path.is_absolute():
-            path = _origin_of(origins, "prior").base / path
-        if path.suffix.lower() not in PRIOR_SUFFIXES:
-            fail("prior", f"expected 'default' or a checkpoint file (.pt), got {prior!r}")
-        if not path.is_file():
-            fail("prior", f"no such checkpoint file {path}")
-        prior = str(path.resolve())
-
-    # device, seed
-    device = check("device", top.get("device", "cpu"), _choice(DEVICES))
-    if device is None:
-        fail("device", f"expected one of {', '.join(DEVICES)}, got null")
-    seed = top.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 64:
-        fail("seed", f"expected an integer >= 0 (below 2**64), got {_show(seed)}")
-
-    # outputs
-    out = section(top.get("outputs"), "outputs", ("formats", "naming", "figure", "report"))
-    formats = out.get("formats", ["nifti"])
-    if not isinstance(formats, list) or not formats:
-        fail("outputs.formats", f"expected a non-empty list of {', '.join(FORMATS)}, "
-                                f"e.g. [nifti], got {_show(formats)}")
-    for i, fmt in enumerate(formats):
-        check(f"outputs.formats[{i}]", fmt, _choice(FORMATS))
-        if fmt is None:
-            fail(f"outputs.formats[{i}]", f"expected one of {', '.join(FORMATS)}, got null")
-        if fmt in formats[:i]:
-            fail(f"outputs.formats[{i}]", f"{fmt} is listed twice")
-    naming = _naming(text("outputs.naming", out.get("naming", "{study}")),
-                     lambda problem: fail("outputs.naming", problem))
-    outputs = Outputs(formats=tuple(formats), naming=naming,
-                      figure=boolean("outputs.figure", out.get("figure", True)),
-                      report=boolean("outputs.report", out.get("report", True)))
-
-    return Protocol(version=VERSION, name=name, description=description, modality=modality,
-                    input=InputSpec(kind=kind, pattern=pattern), acquisition=acquisition,
-                    prior=prior, solver=SolverSpec(solver_name, params), device=device,
-                    seed=seed, outputs=outputs, source=source, _raw=raw)
-
-
-def _naming(template: str, fail: Callable[[str], NoReturn]) -> str:
-    """Check an output name template: the field {study} and no folder separators."""
-    if "/" in template or "\\" in template:
-        fail("a file name, without '/'")
+    data = dict(raw.data)
+    if "name" not in data and source is not None:
+        data["name"] = source.stem
+    for key in ("input", "acquisition", "outputs"):
+        data[key] = {} if data.get(key) is None else data[key]
+    if isinstance(data.get("solver"), dict) and data["solver"].get("params") is None:
+        data["solver"] = {**data["solver"], "params": {}}
     try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion
-                  in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        fail(f"not a valid template ({exc}); write e.g. '{{study}}_tv'")
-    for name, spec, conversion in fields:
-        if name != "study" or spec or conversion:
-            shown = "{" + name + (f"!{conversion}" if conversion else "") + \
-                (f":{spec}" if spec else "") + "}"
-            fail(f"only the field {{study}} is allowed, got {shown}")
-    if not fields:
-        fail("must contain {study} (the input file's stem), or studies overwrite each other")
-    if template.format(study="x").strip(".") == "":
-        fail("not a usable file name")
-    return template
+        protocol = Protocol.model_validate(data)
+    except ValidationError as exc:
+        _raise(raw, exc, Protocol)
+    modality, name = protocol.modality, protocol.solver.name
+    kind = protocol.input.kind or INPUT_KINDS[modality]
+    if kind != INPUT_KINDS[modality]:
+        _fail(raw, ("input", "kind"), f"a {modality} protocol reads {INPUT_KINDS[modality]}, "
+                                      f"got {_show(kind)}")
+    for key in ACQUISITION_KEYS["ct"] + ACQUISITION_KEYS["mri"]:
+        if key not in ACQUISITION_KEYS[modality] and getattr(protocol.acquisition, key) is not None:
+            other = "mri" if modality == "ct" else "ct"
+            _fail(raw, ("acquisition", key), f"only for {other} protocols (this one is {modality}"
+                  f"); expected one of {', '.join(ACQUISITION_KEYS[modality])}")
+    record = METHODS[name]
+    if modality not in record.modalities:
+        _fail(raw, ("solver", "name"), f"{name} does not reconstruct {modality}; {modality} "
+                                       f"solvers: {', '.join(names(modality))}")
+    given = protocol.solver.params
+    try:
+        checked = record.parameters(modality, given)
+    except ValidationError as exc:
+        _raise(raw, exc, record.params, ("solver", "params"), f" for {name}")
+    params = {key: None if given.get(key) is None else getattr(checked, key)
+              for key in record.params.model_fields}
+    prior = protocol.prior if protocol.prior == DEFAULT_PRIOR else _prior(raw, protocol.prior,
+                                                                        record.needs_prior, name)
+    protocol = protocol.model_copy(update={
+        "input": protocol.input.model_copy(update={"kind": kind}), "prior": prior,
+        "solver": protocol.solver.model_copy(update={"params": MappingProxyType(params)})})
+    protocol._source, protocol._raw = source, raw
+    return protocol
+
+
+def _prior(raw: _Raw, prior: str, needed: bool, name: str) -> str:
+    """A checkpoint reference (``PATH`` or ``KIND:PATH``) with its path checked and absolute."""
+    if not needed:
+        users = ", ".join(n for n, m in METHODS.items() if m.needs_prior)
+        _fail(raw, ("prior",), f"{name} uses no prior; a prior is for {users} (leave it out or "
+                               "write 'default')")
+    kind, sep, target = prior.partition(":")
+    if not (sep and kind in PRIOR_KINDS):
+        kind, target = "", prior
+    path = _origin_of(raw, ("prior",)).base / Path(target).expanduser()
+    if path.suffix.lower() not in PRIOR_SUFFIXES:
+        _fail(raw, ("prior",), "expected 'default' or a checkpoint file (.pt), perhaps as "
+                               f"adm:PATH or ncsnpp:PATH, got {prior!r}")
+    if not path.is_file():
+        _fail(raw, ("prior",), f"no such checkpoint file {path}")
+    return f"{kind}:{path.resolve()}" if kind else str(path.resolve())

@@ -35,45 +35,31 @@ import platform
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from medrecon import __version__
 from medrecon.data.atomic import check_output_path
 from medrecon.data.volume import Volume
-from medrecon.diffusion_setup import DIFFUSION_METHODS
 from medrecon.errors import InputError
 from medrecon.figures import Panel, comparison_panels, save_figure
+from medrecon.methods import method
 from medrecon.outputs import write_reconstruction
-from medrecon.progress import ProgressBar, SliceProgress
 from medrecon.protocol import Protocol, prior_reference
-from medrecon.solvers.problem import Reconstruction
+from medrecon.studies import Study, StudyResult, open_study
 
 logger = logging.getLogger(__name__)
 
 SUFFIXES = {"nifti": ".nii.gz", "hdf5": ".h5", "npy": ".npy", "dicom": "_dicom"}
 VERSIONED_PACKAGES = ("torch", "numpy", "astra-toolbox", "sigpy", "torchkbnufft", "monai",
                       "h5py", "pydicom", "nibabel")
-
-
-@dataclass(frozen=True)
-class StudyResult:
-    """A study's reconstruction in image units, ready to be written."""
-
-    volume: Volume
-    reference: np.ndarray | None
-    std: Volume | None
-    metrics: dict[str, float]
-    records: list[Reconstruction]
-    facts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,13 +148,19 @@ def resolve_device(protocol: Protocol) -> torch.device:
     raise InputError(protocol.source, "device", "cuda was asked for but no GPU is usable")
 
 
-def load_protocol_prior(protocol: Protocol, device: torch.device):
-    """The protocol's prior and its path (``None`` for solvers that take none), loaded
-    before any study."""
-    from medrecon.data.priors import load_named_prior
+def load_prior(reference: str, modality: str, device: torch.device):
+    """``(prior, path)`` of a prior reference: ``default`` (the bundled prior of
+    ``modality``), a checkpoint path, or ``adm:PATH`` / ``ncsnpp:PATH``."""
+    from medrecon.priors.defaults import load_named_prior
 
+    return load_named_prior(reference, modality, device)
+
+
+def load_protocol_prior(protocol: Protocol, device: torch.device):
+    """The protocol's prior and its path (``None`` for methods that take none), loaded
+    before any study."""
     reference = prior_reference(protocol)
-    return None if reference is None else load_named_prior(reference, protocol.modality, device)
+    return None if reference is None else load_prior(reference, protocol.modality, device)
 
 
 def prepare_output(outdir: str | os.PathLike[str], *, create: bool = True) -> Path:
@@ -184,122 +176,26 @@ def prepare_output(outdir: str | os.PathLike[str], *, create: bool = True) -> Pa
 
 
 # ------------------------------------------------------------------------ one study
-def input_kind(path: Path) -> str:
-    """``sinogram``, ``kspace`` or ``other``, from an HDF5 file's datasets."""
+def study_options(protocol: Protocol) -> dict[str, object]:
+    """What :func:`medrecon.studies.open_study` needs of the protocol."""
+    acquisition = protocol.acquisition
+    return {} if acquisition.calibration is None else {"calibration": acquisition.calibration}
+
+
+def reconstruct_study(study: Study, method_name: str, given: Mapping[str, object], *,
+                      prior=None, device: torch.device | str = "cpu",
+                      generator: torch.Generator | None = None,
+                      label: str | None = None) -> StudyResult:
+    """Method ``method_name`` with the user's parameters ``given`` (``None`` = default) on
+    an open study: the one reconstruction path of ``medrecon run`` and ``medrecon recon``.
+    Raises :class:`InputError` for a method or parameter the study's modality refuses."""
     try:
-        with h5py.File(path, "r") as f:
-            if "sinogram" in f:
-                return "sinogram"
-            if "kspace" in f:
-                return "kspace"
-    except OSError:
-        return "other"
-    return "other"
-
-
-def check_study(protocol: Protocol, path: Path) -> None:
-    """What can be known of a study before any work: the kind of file it is and its
-    acquisition (CT geometry and views; MRI trajectory and coils) against the protocol.
-    Raises :class:`InputError` naming the file and the protocol field."""
-    kind, wanted = input_kind(path), protocol.input.kind
-    names = {"sinogram": "a CT sinogram", "kspace": "an MRI k-space file"}
-    if kind != wanted and kind in names:
-        raise InputError(path, "input.kind", f"is {names[kind]}, but protocol "
-                         f"{protocol.name!r} is for {protocol.modality.upper()} "
-                         f"({names[wanted]})")
-    expected = protocol.acquisition
-    if protocol.modality == "ct":
-        from medrecon.data.sinogram import read_sinogram
-
-        geometry = read_sinogram(path).geometry
-        if expected.geometry is not None and geometry.beam != expected.geometry:
-            raise InputError(path, "acquisition.geometry", f"the sinogram is {geometry.beam} "
-                             f"beam, the protocol expects {expected.geometry}")
-        if expected.views is not None and geometry.n_views != expected.views:
-            raise InputError(path, "acquisition.views", f"the sinogram has {geometry.n_views} "
-                             f"views, the protocol expects {expected.views}")
-        return
-    trajectory, coils, _ = kspace_facts(path)
-    if expected.trajectory is not None and trajectory != expected.trajectory and not (
-            expected.trajectory != "cartesian" and trajectory == "non-cartesian"):
-        raise InputError(path, "acquisition.trajectory", f"the k-space is {trajectory}, the "
-                         f"protocol expects {expected.trajectory}")
-    if expected.coils is not None and coils != expected.coils:
-        raise InputError(path, "acquisition.coils", f"the k-space has {coils} coils, the "
-                         f"protocol expects {expected.coils}")
-
-
-def reconstruct_ct(protocol: Protocol, path: Path, prior, device: torch.device,
-                   generator: torch.Generator, label: str) -> StudyResult:
-    from medrecon.ct_pipeline import reconstruct_sinogram, solver_params
-    from medrecon.data.sinogram import read_sinogram
-
-    sinogram = read_sinogram(path)
-    geometry = sinogram.geometry
-    method, options = protocol.solver.name, _given(protocol.solver.params)
-    if method in DIFFUSION_METHODS:
-        params = solver_params(method, sinogram, device=device, generator=generator,
-                               prior=prior, **options)
-    else:
-        params = solver_params(method, sinogram, device=device, generator=generator,
-                               iterations=options.get("iterations"),
-                               tv_weight=options.get("weight"),
-                               fbp_filter=options.get("filter", "ram-lak"))
-    with ProgressBar(label) as progress:
-        result = reconstruct_sinogram(sinogram, method, params, device=device, callback=progress)
-    record = result.reconstruction
-    std = None
-    if record.std is not None:  # samplers with several samples
-        hu_per_mu = sinogram.to_image_units(np.ones(1)) - sinogram.to_image_units(np.zeros(1))
-        std = _like(result.volume, record.std.detach().cpu().numpy() * float(hu_per_mu[0]))
-    facts = {"geometry": geometry.beam, "views": geometry.n_views,
-             "image_shape": list(geometry.image_shape), "noise": sinogram.noise}
-    return StudyResult(result.volume, sinogram.reference, std, result.metrics, [record], facts)
-
-
-def reconstruct_mri(protocol: Protocol, path: Path, prior, device: torch.device,
-                    generator: torch.Generator, label: str) -> StudyResult:
-    from medrecon.mri_pipeline import reconstruct_kspace_file
-
-    expected = protocol.acquisition
-    trajectory, coils, shape = kspace_facts(path)
-    method, options = protocol.solver.name, _given(protocol.solver.params)
-    diffusion = options if method in DIFFUSION_METHODS else {}
-    with SliceProgress(label) as progress:
-        result = reconstruct_kspace_file(
-            path, method, weight=options.get("weight"), iterations=options.get("iterations"),
-            calibration=expected.calibration, device=device, progress=progress, prior=prior,
-            diffusion=diffusion, generator=generator)
-    facts = {"trajectory": trajectory, "coils": coils, "image_shape": list(shape)}
-    return StudyResult(result.volume, result.reference, result.std, result.metrics,
-                       list(result.reconstructions), facts)
-
-
-RECONSTRUCT: dict[str, Callable[..., StudyResult]] = {"ct": reconstruct_ct,
-                                                       "mri": reconstruct_mri}
-
-
-def _given(params: dict[str, object]) -> dict[str, object]:
-    return {k: v for k, v in params.items() if v is not None}
-
-
-def kspace_facts(path: Path) -> tuple[str, int, tuple[int, ...]]:
-    """Trajectory (``cartesian``; ``radial``/``spiral`` from the file's ``pattern``
-    attribute, else ``non-cartesian``), coils and image shape of a k-space file."""
-    from medrecon.data.kspace import FastMRIFile
-
-    with FastMRIFile(path) as f:
-        trajectory, coils, shape = f.trajectory, f.coils, tuple(f.image_shape)
-    if trajectory is None:
-        return "cartesian", coils, shape
-    with h5py.File(path, "r") as f:
-        value = f.attrs.get("pattern")
-    value = value.decode() if isinstance(value, bytes) else value
-    return (value if value in ("radial", "spiral") else "non-cartesian"), coils, shape
-
-
-def _like(volume: Volume, array: np.ndarray) -> Volume:
-    return replace(volume, array=np.asarray(array, dtype=np.float32).reshape(volume.array.shape))
+        record = method(method_name, study.modality)
+        params = record.parameters(study.modality, given)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise InputError(None, "method", _one_line(exc)) from None
+    return study.reconstruct(record, params, prior=prior, device=device, generator=generator,
+                             label=label)
 
 
 # ------------------------------------------------------------------------ outputs
@@ -307,7 +203,7 @@ def write_study(result: StudyResult, protocol: Protocol, stem: str, folder: Path
     """Write the reconstruction (and std map) in every format, and the figure, into
     ``folder``; returns the names written."""
     names = []
-    method = protocol.solver.name
+    method = result.method
     for fmt in protocol.outputs.formats:
         name = f"{stem}{SUFFIXES[fmt]}"
         _write(result.volume, folder / name, fmt, method, result.reference, result.metrics)
@@ -349,17 +245,15 @@ def study_report(result: StudyResult, protocol: Protocol, path: Path, study: str
                  prior_path: Path | None) -> dict[str, object]:
     """The JSON report of a finished study (see the module docstring)."""
     records = result.records
-    residuals = [float(r.residuals[-1].max()) for r in records if r.residuals is not None
-                 and r.residuals.numel()]
     return {
         "study": study, "input": str(path), "status": "done",
-        "modality": protocol.modality, "solver": protocol.solver.name,
+        "modality": protocol.modality, "solver": result.method,
         "metrics": result.metrics,
         "timings": {"total": seconds,
                     "solver": sum(r.timings.get("total", 0.0) for r in records)},
         "nfe": sum(r.nfe for r in records),
         "iterations": sum(r.iterations for r in records),
-        "data_residual": max(residuals) if residuals else None,
+        "data_residual": result.data_residual,
         "acquisition": result.facts,
         "outputs": outputs,
         "provenance": provenance(protocol, device, prior_path),
@@ -441,33 +335,38 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
     device = resolve_device(protocol)
     loaded = load_protocol_prior(protocol, device)
     prior, prior_path = loaded if loaded is not None else (None, None)
-    problems: dict[Path, str] = {}
-    for path in paths:
-        try:
-            check_study(protocol, path)
-        except Exception as exc:  # noqa: BLE001 - reported per study below
-            problems[path] = _one_line(exc)
-    if len(problems) == len(paths):
-        first = paths[0]
-        raise InputError(None, None, problems[first] if len(paths) == 1 else
-                         f"none of the {len(paths)} inputs fits protocol {protocol.name!r}; "
-                         f"the first: {problems[first]}")
-    outdir.mkdir(parents=True, exist_ok=True)
     outcomes: list[StudyOutcome] = []
+    unfit: dict[Path, str] = {}  # studies whose file or acquisition does not fit
     with sigterm_as_interrupt():
         for index, (path, study) in enumerate(zip(paths, names), start=1):
-            if path in problems:
-                echo(f"[{index}/{len(paths)}] {study}: FAILED: {problems[path]}")
-                outcomes.append(StudyOutcome(study, path, "failed", problems[path]))
-                continue
+            label = f"[{index}/{len(paths)}] {study}"
             stem = protocol.outputs.stem(study)
             report = report_name(protocol, stem)
             if (outdir / report).is_file() and not overwrite:
-                echo(f"[{index}/{len(paths)}] {study}: done before, skipped ({report})")
+                echo(f"{label}: done before, skipped ({report})")
                 outcomes.append(StudyOutcome(study, path, "skipped"))
                 continue
-            outcomes.append(_run_study(protocol, path, study, stem, outdir, prior, prior_path,
-                                       device, f"[{index}/{len(paths)}] {study}", echo))
+            try:
+                opened = open_study(path, protocol.modality, **study_options(protocol))
+            except Exception as exc:  # noqa: BLE001 - reported per study
+                unfit[path] = _one_line(exc)
+            else:
+                with opened:
+                    try:
+                        opened.check(protocol.acquisition)
+                    except InputError as exc:
+                        unfit[path] = _one_line(exc)
+                    else:
+                        outcomes.append(_run_study(protocol, opened, study, stem, outdir,
+                                                   prior, prior_path, device, label, echo))
+                        continue
+            echo(f"{label}: FAILED: {unfit[path]}")
+            outcomes.append(StudyOutcome(study, path, "failed", unfit[path]))
+    if len(unfit) == len(paths):  # nothing could run: bad input, as before any work
+        first = unfit[paths[0]]
+        raise InputError(None, None, first if len(paths) == 1 else
+                         f"none of the {len(paths)} inputs fits protocol {protocol.name!r}; "
+                         f"the first: {first}")
     summary = RunSummary(outcomes)
     counts = summary.counts()
     noun = "study" if len(outcomes) == 1 else "studies"
@@ -478,16 +377,18 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
     return summary
 
 
-def _run_study(protocol: Protocol, path: Path, study: str, stem: str, outdir: Path, prior,
-               prior_path: Path | None, device: torch.device, label: str,
+def _run_study(protocol: Protocol, study_file: Study, study: str, stem: str, outdir: Path,
+               prior, prior_path: Path | None, device: torch.device, label: str,
                echo: Callable[[str], None]) -> StudyOutcome:
+    path = study_file.path
+    outdir.mkdir(parents=True, exist_ok=True)
     staging = outdir / f".{stem}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     start = time.perf_counter()
     generator = torch.Generator(device=device).manual_seed(protocol.seed)
     try:
-        result = RECONSTRUCT[protocol.modality](protocol, path, prior, device, generator,
-                                                 label)
+        result = reconstruct_study(study_file, protocol.solver.name, protocol.solver.params,
+                                   prior=prior, device=device, generator=generator, label=label)
         staging.mkdir()
         names = write_study(result, protocol, stem, staging)
         seconds = time.perf_counter() - start
@@ -506,7 +407,7 @@ def _run_study(protocol: Protocol, path: Path, study: str, stem: str, outdir: Pa
         logger.debug("study %s failed", study, exc_info=True)
         return StudyOutcome(study, path, "failed", message, time.perf_counter() - start)
     metrics = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
-    echo(f"{label}: done in {seconds:.1f} s ({protocol.solver.name}{metrics})")
+    echo(f"{label}: done in {seconds:.1f} s ({result.method}{metrics})")
     return StudyOutcome(study, path, "done", "", seconds)
 
 

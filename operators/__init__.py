@@ -6,6 +6,15 @@
 - :mod:`medrecon.operators.registry`: every operator, for the generic property test.
 """
 
-from medrecon.operators.base import LinearOperator
+
+
+def __getattr__(name: str):
+    """``LinearOperator`` on first use, so that geometry-only imports load no torch."""
+    if name == "LinearOperator":
+        from medrecon.operators.base import LinearOperator
+
+        return LinearOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["LinearOperator"]

@@ -31,7 +31,7 @@ Example:
     >>> from medrecon.operators.ct_geometry import CTGeometry
     >>> A = CTProjector(CTGeometry.parallel((64, 64), n_views=30))
     >>> A(torch.ones(2, 64, 64)).shape
-    torch.Size([2, 30, 95])
+    torch.Size([2, 30, 94])
 """
 
 from __future__ import annotations

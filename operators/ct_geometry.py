@@ -42,7 +42,7 @@ class CTGeometry:
 
     >>> g = CTGeometry.parallel((256, 256), n_views=60)
     >>> g.sinogram_shape
-    (60, 365)
+    (60, 366)
     """
 
     beam: Beam

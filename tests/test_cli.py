@@ -279,14 +279,69 @@ def test_recon_with_the_default_priors(capsys, sinogram, tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_method_lists_match_the_pipelines():
-    """The command line keeps its method names literal (no torch import for --help);
-    they must be the pipelines' own."""
-    from medrecon.cli import CT_METHODS, MRI_METHODS
-    from medrecon.diffusion_setup import DIFFUSION_METHODS
-    from medrecon.mri_pipeline import MRI_METHODS as PIPELINE_MRI_METHODS
-    from medrecon.protocol import DIFFUSION_SOLVERS
+def test_cli_method_choices_are_the_methods():
+    """``--method`` offers exactly the records of :mod:`medrecon.methods`, in order."""
+    from medrecon.cli import recon_ct, recon_mri
+    from medrecon.methods import names
 
-    assert MRI_METHODS == PIPELINE_MRI_METHODS
-    assert CT_METHODS == ("fbp", "cgls", "sirt", "tv", *DIFFUSION_METHODS)
-    assert DIFFUSION_SOLVERS == DIFFUSION_METHODS
+    for command, modality in ((recon_ct, "ct"), (recon_mri, "mri")):
+        option = next(p for p in command.params if p.name == "method")
+        assert tuple(option.type.choices) == names(modality)
+
+
+def _branch_patterns() -> list:
+    import re
+
+    from medrecon.methods import METHODS
+
+    alternatives = "|".join(sorted(METHODS, key=len, reverse=True))
+    quoted = rf"""["'](?:{alternatives})["']"""
+    who = r"(?<!self\.)\b(?:method|method_name|solver_name|(?:solver|record|method)\.name)"
+    return [
+        re.compile(rf"(?:==|!=)\s*{quoted}"),                     # x == "tv"
+        re.compile(rf"{quoted}\s*(?:==|!=)"),                     # "tv" == x
+        re.compile(rf"\bin\s*[(\[{{]\s*{quoted}"),                # in ("dds", ...
+        re.compile(rf"{quoted}\s*,\s*{quoted}"),                  # ("dds", "rmpvi") lists
+        re.compile(rf"{who}\s*(?:==|!=|(?:not\s+)?in\b)"),        # method == ..., x.name in
+        re.compile(r"\bin\s+[A-Z_]*(?:METHODS|SOLVERS)\b(?!\.)"),  # in DIFFUSION_METHODS
+    ]
+
+
+def _branches(lines) -> list[int]:
+    patterns = _branch_patterns()
+    return [number for number, line in enumerate(lines, start=1)
+            if any(p.search(line.split("#", 1)[0]) for p in patterns)]
+
+
+def _method_branches() -> list[str]:
+    """Lines outside medrecon/methods.py that branch on a method's name."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("medrecon", "operators", "data"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if path == root / "medrecon" / "methods.py":
+                continue
+            lines = path.read_text().splitlines()
+            found += [f"{path.relative_to(root)}:{n}: {lines[n - 1].strip()}"
+                      for n in _branches(lines)]
+    return found
+
+
+def test_the_branch_scan_sees_the_old_pipelines_branches():
+    """The scan below finds what the deleted pipelines did."""
+    old = ['    if method == "fbp":', '    if method in DIFFUSION_METHODS:',
+           '    elif protocol.solver.name in ("dds", "rmpvi"):',
+           'DIFFUSION_METHODS = ("dds", "rmpvi", "dps")', '    if "tv" != name:',
+           '    nonnegative = method_name == "tv"']
+    assert _branches(old) == list(range(1, len(old) + 1))
+    fine = ['    return torch.cat([p, h]) if self.method == "cat" else p + h',
+            '    record = METHODS[protocol.solver.name]', '    for name in names("ct"):',
+            '    users = ", ".join(n for n, m in METHODS.items() if m.needs_prior)',
+            '    return uid.is_valid and uid.name != str(uid)']
+    assert _branches(fine) == []
+
+
+def test_no_branching_on_method_names_outside_the_records():
+    """What differs between methods lives in medrecon.methods.METHODS; nothing else
+    asks which method it is running (the old pipelines did, and drifted apart)."""
+    assert _method_branches() == []

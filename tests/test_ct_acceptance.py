@@ -5,14 +5,17 @@ PSNR uses data range = max - min of the true slice, as the issue states.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from medrecon.ct_pipeline import image_metrics, reconstruct_sinogram, solver_params
 from medrecon.data.phantom import ct_phantom
-from medrecon.data.sinogram import simulate_sinogram
+from medrecon.data.sinogram_simulate import simulate_sinogram
 from medrecon.operators.ct_geometry import CTGeometry
+from medrecon.run import reconstruct_study
+from medrecon.studies.ct import CTStudy, image_metrics
 
 
 def _sinogram(views: int, seed: int = 11, region: str = "abdomen", noise: str = "none"):
@@ -22,9 +25,9 @@ def _sinogram(views: int, seed: int = 11, region: str = "abdomen", noise: str = 
                              generator=torch.Generator().manual_seed(0))
 
 
-def _psnr(sinogram, method: str, **overrides) -> float:
-    params = solver_params(method, sinogram, **overrides)
-    return reconstruct_sinogram(sinogram, method, params).metrics["psnr"]
+def _psnr(sinogram, method: str, **given) -> float:
+    study = CTStudy(Path("simulated.h5"), sinogram)
+    return reconstruct_study(study, method, given).metrics["psnr"]
 
 
 @pytest.mark.parametrize("seed", [11, 2024])

@@ -11,8 +11,13 @@ from medrecon.data.mni import HELDOUT_SLICES, TRAIN_SLICES, mni152_slice
 from medrecon.data.phantom import ct_phantom
 from medrecon.data.priors import RECIPES, default_prior_path
 from medrecon.errors import InputError
+from medrecon.priors.adm import ADM_DDS_AAPM256, ADMUNet, load_adm
 from medrecon.priors.checkpoint import load_prior, read_checkpoint
 from medrecon.priors.datasets import load_training_set
+from medrecon.priors.defaults import _architecture, load_named_prior, parse_prior_reference
+from medrecon.priors.ncsnpp import NCSNpp, VEScoreDenoiser
+from medrecon.priors.network import EDMDenoiser, VPEpsDenoiser
+from tests.test_published_layouts import SMALL_ADM, SMALL_NCSN, randomised
 
 
 @pytest.mark.parametrize("modality", ["ct", "mri"])
@@ -68,3 +73,71 @@ def test_mni152_slices_are_deterministic_complex_and_held_out_apart():
         load_training_set(["mni152:3"], modality="ct", crop=64)
     with pytest.raises(InputError, match="positive"):
         load_training_set(["mni152:0"], modality="mri", crop=64)
+
+
+# ---------------------------------------------------------------- priors by reference
+
+
+def test_prior_references_parse():
+    assert parse_prior_reference("default") == ("default", "")
+    assert parse_prior_reference("adm:/w/model.pt") == ("adm", "/w/model.pt")
+    assert parse_prior_reference("ncsnpp:ck.pth") == ("ncsnpp", "ck.pth")
+    assert parse_prior_reference("medrecon:p.pt") == ("medrecon", "p.pt")
+    assert parse_prior_reference("runs/p.pt") == ("medrecon", "runs/p.pt")
+    with pytest.raises(InputError, match="names no file"):
+        parse_prior_reference("adm:")
+
+
+def test_default_and_medrecon_checkpoint_by_reference():
+    prior, path = load_named_prior("default", "ct")
+    assert isinstance(prior, EDMDenoiser) and path == default_prior_path("ct")
+    again, _ = load_named_prior(f"medrecon:{path}", "ct")
+    assert isinstance(again, EDMDenoiser) and not again.is_complex
+    with pytest.raises(InputError, match="ct prior"):
+        load_named_prior(str(path), "mri")
+
+
+def _sidecar(path, config, **options):
+    import dataclasses
+    import json
+
+    fields = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in dataclasses.asdict(config).items()}
+    path.with_suffix(".json").write_text(json.dumps({"config": fields, **options}))
+
+
+def test_adm_state_dict_by_reference(tmp_path):
+    net = randomised(ADMUNet(SMALL_ADM))
+    path = tmp_path / "adm.pt"
+    torch.save(net.state_dict(), path)
+    # no sidecar: DDS's published layout of the modality (not built here: 100s of MB)
+    assert _architecture("adm", path, "ct") == (ADM_DDS_AAPM256, {})
+    _sidecar(path, SMALL_ADM, scale=2.0)
+    prior, where = load_named_prior(f"adm:{path}", "mri")
+    assert isinstance(prior, VPEpsDenoiser) and prior.is_complex and where == path
+    assert prior.scale == 2.0 and not any(p.requires_grad for p in prior.parameters())
+    direct = load_adm(path, SMALL_ADM, scale=2.0)
+    x = torch.randn(1, 32, 32, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(prior(x, 0.5), direct(x, 0.5), rtol=0, atol=0)
+    with pytest.raises(InputError, match="2 channels, but a ct prior"):
+        load_named_prior(f"adm:{path}", "ct")
+
+
+def test_ncsnpp_checkpoint_by_reference(tmp_path):
+    net = randomised(NCSNpp(SMALL_NCSN))
+    path = tmp_path / "checkpoint_8.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+    with pytest.raises(InputError, match="carries no architecture"):
+        load_named_prior(f"ncsnpp:{path}", "mri")
+    _sidecar(path, SMALL_NCSN, ema=False)
+    prior, _ = load_named_prior(f"ncsnpp:{path}", "mri")
+    assert isinstance(prior, VEScoreDenoiser) and prior.is_complex
+    x, s = torch.rand(1, 2, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([2.0])
+    with torch.no_grad():
+        torch.testing.assert_close(prior.net(x, s), net(x, s), rtol=0, atol=0)
+    path.with_suffix(".json").write_text('{"config": {"no_such_field": 1}}')
+    with pytest.raises(InputError, match="config.no_such_field"):
+        load_named_prior(f"ncsnpp:{path}", "mri")
+    with pytest.raises(InputError, match="no such file"):
+        load_named_prior(f"adm:{tmp_path / 'missing.pt'}", "ct")

@@ -48,7 +48,7 @@ def test_solver_runs_on_registry_operator(method, name):
                    **params)
     assert result.image.shape == (2, *problem.operator.domain_shape)
     assert result.image.dtype == dtype and bool(torch.isfinite(result.image).all())
-    assert result.nfe == nfe and result.residuals.shape[1:] == (2,)
+    assert result.nfe == nfe and result.residual.shape == (2,)
     assert result.timings["total"] > 0
     if method != "rmpvi":
         assert result.samples.shape == (2, 2, *problem.operator.domain_shape)

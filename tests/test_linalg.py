@@ -89,3 +89,32 @@ def test_batched_dot_is_conjugated():
     torch.testing.assert_close(batched_dot(a, b, 2), expected)
     torch.testing.assert_close(batched_dot(b, a, 2), expected.conj())
     torch.testing.assert_close(batched_dot(a, a, 2).real, batched_norm(a, 2) ** 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64,
+                                   torch.complex128])
+def test_norm_and_inner_helpers_match_torch(dtype):
+    """norm / sq_norm / inner / inner_real (computed over real views) against
+    torch.linalg.vector_norm and torch.vdot, with batch dimensions."""
+    from medrecon.solvers.linalg import inner, inner_real, norm, sq_norm
+
+    g = torch.Generator().manual_seed(6)
+    a = torch.randn(3, 2, 5, 4, generator=g, dtype=dtype)
+    b = torch.randn(3, 2, 5, 4, generator=g, dtype=dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype in (torch.float32, torch.complex64) else {}
+    for dims in [(-2, -1), (-3, -2, -1), (1,), None]:
+        expected = torch.linalg.vector_norm(a, dim=dims)
+        torch.testing.assert_close(norm(a, dims), expected, **tol)
+        torch.testing.assert_close(sq_norm(a, dims), expected**2, **tol)
+    torch.testing.assert_close(norm(a, -3, keepdim=True),
+                               torch.linalg.vector_norm(a, dim=-3, keepdim=True), **tol)
+    flat_a, flat_b = a.reshape(6, 20), b.reshape(6, 20)
+    expected = torch.stack([torch.vdot(u, v) for u, v in zip(flat_a, flat_b)]).reshape(3, 2)
+    torch.testing.assert_close(inner(a, b, (-2, -1)), expected, **tol)
+    torch.testing.assert_close(inner_real(a, b, (-2, -1)), expected.real, **tol)
+    torch.testing.assert_close(inner(a.conj(), b), torch.vdot(a.conj().flatten(), b.flatten()),
+                               **tol)
+    assert not norm(a).is_complex() and not inner_real(a, b).is_complex()
+    # broadcasting: one vector against a batch
+    torch.testing.assert_close(inner(a[0, 0], b, (-2, -1)),
+                               (a[0, 0].conj() * b).sum(dim=(-2, -1)), **tol)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from medrecon.cli import EXIT_BAD_INPUT, main
 from medrecon.errors import InputError
+from medrecon.methods import METHODS
 from medrecon.protocol import (
-    SOLVER_PARAMS,
     Protocol,
     apply_overrides,
     load_protocol,
     prior_reference,
+    protocol_json_schema,
     protocol_yaml,
     shipped_protocols,
 )
@@ -70,7 +72,8 @@ def test_shipped_protocol_round_trips(name, tmp_path):
     assert f"# sha256: {protocol.hash}" in text
     again = load_protocol(write(tmp_path, "copy.yaml", text))
     assert again.hash == protocol.hash and again.to_dict() == protocol.to_dict()
-    assert dataclasses.replace(again, source=protocol.source) == protocol
+    assert again.model_copy() == again != protocol  # equal data, another source
+    assert load_protocol(protocol.source) == protocol
 
 
 def test_shipped_protocols_hold_their_settings():
@@ -82,7 +85,7 @@ def test_shipped_protocols_hold_their_settings():
     # ct-sparse-dds extends ct-sparse-tv: the tv parameters are not inherited by dds
     assert dds.acquisition == tv.acquisition and dds.solver.name == "dds"
     assert dds.solver.params["steps"] is None and dds.solver.params["sigma_max"] is None
-    assert set(dds.solver.params) == set(SOLVER_PARAMS["dds"].params)
+    assert set(dds.solver.params) == set(METHODS["dds"].params.model_fields)
     assert prior_reference(dds) == "default"
     rmpvi = load_protocol("mri-cartesian-rmpvi").solver.params
     assert (rmpvi["steps"], rmpvi["inner_iter"]) == (None, None)  # the runner's defaults
@@ -91,13 +94,22 @@ def test_shipped_protocols_hold_their_settings():
     assert dps.solver.params["n_samples"] == 4 and dps.solver.params["steps"] is None
     for name in SHIPPED:
         protocol = load_protocol(name)
-        assert protocol.modality in SOLVER_PARAMS[protocol.solver.name].modalities
+        assert protocol.modality in METHODS[protocol.solver.name].modalities
 
 
 def test_protocol_is_frozen_and_defaults_filled(tmp_path):
     protocol = load_protocol(write(tmp_path, "site.yaml", SITE))
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    before = protocol.hash
+    with pytest.raises(ValidationError, match="frozen"):
         protocol.seed = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        protocol.solver.name = "fbp"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        protocol.solver.params["iterations"] = 5  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        protocol.outputs.formats.append("npy")  # type: ignore[attr-defined]
+    protocol.to_dict()["solver"]["params"]["iterations"] = 5  # a copy
+    assert protocol.hash == before and protocol.solver.params["iterations"] == 20
     assert protocol.to_dict() == {
         "version": 1, "name": "site", "description": "", "modality": "ct",
         "input": {"kind": "sinogram", "pattern": "*.h5"},
@@ -171,8 +183,8 @@ def test_sigma_order_is_checked(tmp_path):
     text = edit(SITE, 4, "  name: dds") .replace("iterations: 20",
                                                  "sigma_max: 1.0\n    sigma_min: 2")
     path = write(tmp_path, "site.yaml", text)
-    assert error_of(path) == (f"{path}: solver.params.sigma_min (line 7): must be below "
-                              "sigma_max (1), got 2")
+    assert error_of(path) == (f"{path}: solver.params.sigma_min (line 7): sigma_min (2) must "
+                              "be below sigma_max (1)")
 
 
 @pytest.mark.parametrize("text,problem", [
@@ -213,7 +225,7 @@ def test_missing_file_and_unknown_name(tmp_path):
 
 # -- extends -------------------------------------------------------------------------------
 def test_extends_chain_merges_child_wins_lists_replaced(tmp_path):
-    write(tmp_path, "base.yaml", """\
+    write(tmp_path, "lib/base.yaml", """\
 version: 1
 name: base-name
 extends: ct-sparse-tv
@@ -224,9 +236,9 @@ solver:
 outputs:
   formats: [nifti, dicom]
 """)
-    child = write(tmp_path, "sub/child.yaml", """\
+    child = write(tmp_path, "child.yaml", """\
 version: 1
-extends: ../base.yaml
+extends: ./lib/../lib/base.yaml
 acquisition: {views: 60}
 solver:
   params: {weight: 0.5}
@@ -336,10 +348,10 @@ def test_prior_path_is_resolved_against_the_file_that_set_it(tmp_path):
     protocol = load_protocol(site)
     assert protocol.prior == str(weights.resolve()) == prior_reference(protocol)
     # a child elsewhere inherits the resolved path; its own relative prior is its own
-    child = write(tmp_path, "other/child.yaml", "version: 1\nextends: ../site/knee.yaml\n")
+    child = write(tmp_path, "child.yaml", "version: 1\nextends: site/knee.yaml\n")
     assert load_protocol(child).prior == str(weights.resolve())
-    mine = write(tmp_path, "other/mine.pt", "")
-    write(tmp_path, "other/child.yaml", "version: 1\nextends: ../site/knee.yaml\nprior: mine.pt\n")
+    mine = write(tmp_path, "mine.pt", "")
+    write(tmp_path, "child.yaml", "version: 1\nextends: site/knee.yaml\nprior: mine.pt\n")
     assert load_protocol(child).prior == str(mine.resolve())
     # a change of solver to one without a prior is refused while a path is set
     assert error_of(child, ("solver.name=cgsense",)).endswith(
@@ -366,10 +378,44 @@ def test_prior_set_on_the_command_line_is_relative_to_the_working_folder(tmp_pat
         load_protocol("mri-cartesian-dds", ["prior=x.pt"])
 
 
+def test_published_prior_references(tmp_path):
+    weights = write(tmp_path, "weights/adm.pt", "")
+    for kind in ("adm", "ncsnpp", "medrecon"):
+        path = write(tmp_path, "site.yaml", DDS_SITE.replace("{prior}", f"{kind}:weights/adm.pt"))
+        protocol = load_protocol(path)
+        assert protocol.prior == prior_reference(protocol) == f"{kind}:{weights.resolve()}"
+        assert load_protocol(write(tmp_path, "copy.yaml", protocol_yaml(protocol))).hash == \
+            protocol.hash
+    path = write(tmp_path, "site.yaml", DDS_SITE.replace("{prior}", "adm:gone.pt"))
+    assert error_of(path) == f"{path}: prior (line 4): no such checkpoint file {tmp_path}/gone.pt"
+
+
+def test_extends_stays_in_the_protocols_folder(tmp_path):
+    write(tmp_path, "base.yaml", SITE)
+    inner = tmp_path / "sub" / "child.yaml"
+    for target in ("../base.yaml", str(tmp_path / "base.yaml"), "./x/../../base.yaml"):
+        write(tmp_path, "sub/child.yaml", f"version: 1\nextends: {target}\n")
+        assert error_of(inner).startswith(f"{inner}: extends (line 2): {target!r} is outside "
+                                          f"this protocol's folder {inner.parent}")
+
+
 def test_public_types():
     assert isinstance(load_protocol("ct-sparse-fbp"), Protocol)
-    assert set(SOLVER_PARAMS) == {"fbp", "cgls", "sirt", "zf", "cgsense", "l1wavelet", "tv",
-                                  "dds", "rmpvi", "dps"}
+    assert {"fbp", "tv", "dds"} <= set(METHODS)
+
+
+def test_json_schema_describes_the_file():
+    schema = protocol_json_schema()
+    json.dumps(schema)
+    assert schema["additionalProperties"] is False and "source" not in schema["properties"]
+    assert {"version", "modality", "solver"} == set(schema["required"])
+    solver = schema["$defs"]["SolverSpec"]
+    assert solver["properties"]["name"]["enum"] == list(METHODS)
+    cases = {case["if"]["properties"]["name"]["const"]: case["then"]["properties"]["params"]
+             for case in solver["allOf"]}
+    assert set(cases) == set(METHODS)
+    assert set(cases["dds"]["properties"]) == set(METHODS["dds"].params.model_fields)
+    assert "relative_gamma" in cases["dds"]["properties"]
 
 
 # -- command line ----------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_rmpvi_at_the_mean_with_exact_likelihood(gaussian_case):
     result = rmpvi(problem, prior, geometric(1e-3, 100.0, 31), inner_iter=50, n_particles=0,
                    zeta=None, gamma=1.0, likelihood=gaussian_likelihood(problem, prior))
     assert _error(result.image, exact) < 1e-3
-    assert result.nfe == 30 * 50 and result.residuals.shape == (30,)
+    assert result.nfe == 30 * 50 and result.residual.shape == ()
 
 
 def test_rmpvi_with_one_particle(gaussian_case):

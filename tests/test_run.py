@@ -24,6 +24,13 @@ QUICK = {  # small solver settings per shipped protocol, so that each runs in se
     "dps": ["solver.params.steps=4", "solver.params.n_samples=2"],
 }
 
+BASELINE = {"ct": "fbp", "mri": "zf"}
+PSNR_FLOOR = {  # dB, per shipped protocol with the QUICK settings on its simulated study:
+    # measured values (see below) less about 1.5 dB; the FBP / zero-filled baselines of
+    # the studies (20 views, R = 2) are FILLED
+}
+"""Measured (64 x 64, QUICK settings, seed 0): FILLED"""
+
 
 def cli(capsys, *args: object) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
@@ -67,8 +74,10 @@ def test_every_shipped_protocol_runs(capsys, studies, tmp_path, name):
     assert report["provenance"]["protocol_hash"] == load_protocol(name, overrides).hash
     assert report["provenance"]["versions"]["torch"] and report["provenance"]["seed"] == 0
     assert report["data_residual"] < 1
-    if protocol.solver.name != "dps":  # 4 DPS steps say nothing of its quality
-        assert report["metrics"]["psnr"] > 12
+    # the report's solver is the one that ran (result.method), and it ran well: a
+    # runner that reconstructed with FBP / zero-filling whatever the protocol says
+    # would still write a report, but not reach these floors
+    assert report["metrics"]["psnr"] > PSNR_FLOOR[name], (report["metrics"], PSNR_FLOOR[name])
     assert (report["nfe"] > 0) == (protocol.solver.name in ("dds", "rmpvi", "dps"))
     volume = read_nifti(tmp_path / f"{stem}.nii.gz")
     assert volume.array.shape[-2:] == (SIZE, SIZE) and np.isfinite(volume.array).all()
@@ -114,14 +123,14 @@ def test_interrupt_leaves_finished_studies_and_no_partial_output(studies, tmp_pa
     for name in ("first", "second"):
         inputs.append(tmp_path / f"{name}.h5")
         inputs[-1].write_bytes(studies["ct"].read_bytes())
-    real = runner.RECONSTRUCT["ct"]
+    real = runner.reconstruct_study
 
-    def interrupted(protocol, path, *args):
-        if path.stem == "second":
+    def interrupted(study, *args, **kwargs):
+        if study.path.stem == "second":
             raise KeyboardInterrupt
-        return real(protocol, path, *args)
+        return real(study, *args, **kwargs)
 
-    monkeypatch.setitem(runner.RECONSTRUCT, "ct", interrupted)
+    monkeypatch.setattr(runner, "reconstruct_study", interrupted)
     protocol = load_protocol("ct-sparse-fbp")
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -190,3 +199,30 @@ def test_sigterm_is_handled_like_ctrl_c():
         for _ in range(1000):  # the handler runs between bytecodes
             pass
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ------------------------------------------------------------------------ one open per study
+def test_each_study_file_is_opened_once(capsys, studies, tmp_path, monkeypatch):
+    """The runner opens a study once (open_study) and checks, reconstructs and reports
+    from that one open file: no second read for the check, the reference, or the facts."""
+    import h5py
+
+    opened: list[Path] = []
+    real = h5py.File
+
+    class Counting(real):
+        def __init__(self, name, mode="r", *args, **kwargs):
+            if mode == "r":
+                opened.append(Path(name).resolve())
+            super().__init__(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", Counting)
+    radial = ["acquisition.trajectory=radial", *QUICK["cgsense"]]
+    for name, study, overrides in (("ct-sparse-fbp", studies["ct"], []),
+                                   ("mri-cartesian-cgsense", studies["radial"], radial)):
+        sets = [a for o in overrides for a in ("--set", o)]
+        opened.clear()
+        code, out, _ = cli(capsys, "run", name, study, "-o", tmp_path / name, *sets)
+        assert code == 0, out
+        inputs = [p for p in opened if p == study.resolve()]
+        assert len(inputs) == 1, (name, opened)

@@ -32,8 +32,8 @@ def test_ct_sample_matches_recipe():
 
 def test_mri_sample_matches_recipe():
     from medrecon.data.kspace import FastMRIFile
+    from medrecon.data.kspace_simulate import coil_maps
     from medrecon.data.samples import MRI_SAMPLE, MRI_SAMPLE_RECIPE, mri_sample_image
-    from medrecon.mri_pipeline import coil_maps
     from medrecon.operators.mri import fft2c
 
     path = sample_path(MRI_SAMPLE)

@@ -8,13 +8,8 @@ import pytest
 import tifffile
 import torch
 
-from medrecon.data.sinogram import (
-    Sinogram,
-    parse_noise,
-    read_sinogram,
-    simulate_sinogram,
-    write_sinogram,
-)
+from medrecon.data.sinogram import Sinogram, parse_noise, read_sinogram, write_sinogram
+from medrecon.data.sinogram_simulate import simulate_sinogram
 from medrecon.errors import InputError
 from medrecon.operators.ct import CTProjector
 from medrecon.operators.ct_geometry import CTGeometry
@@ -137,3 +132,11 @@ def test_write_to_missing_folder_writes_nothing(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_sinogram(sino, tmp_path / "nope" / "s.h5")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_old_import_of_simulate_sinogram_still_works():
+    from medrecon.data import sinogram, sinogram_simulate
+
+    assert sinogram.simulate_sinogram is sinogram_simulate.simulate_sinogram
+    with pytest.raises(AttributeError):
+        sinogram.no_such_name  # noqa: B018

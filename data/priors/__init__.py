@@ -10,19 +10,20 @@ axial slices of the MNI152 T1 template that nilearn ships (``mni152:N``, see
 
 Both are weights-only exports (:func:`medrecon.priors.checkpoint.export_prior`): the
 moving average of the weights, the metadata with the full recipe, and the loss curve.
-Retrain one with ``python -m medrecon.data.priors ct`` (or ``mri``); on this project's
+Retrain one with ``python -m medrecon.priors.defaults ct`` (or ``mri``); on this project's
 2-core CPU the recipe's steps took the minutes given in the README. Training is
 deterministic given the seed on one machine; BLAS differences between machines change
 the last digits of the weights, not the quality.
+
+This package is assets and plain data only: it imports nothing of medrecon above
+``medrecon.errors``. Loading a prior by reference (``default``, a path, ``adm:PATH``,
+``ncsnpp:PATH``) is :func:`medrecon.priors.defaults.load_named_prior`.
 """
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
-
-import torch
 
 from medrecon.errors import InputError
 
@@ -44,15 +45,6 @@ def default_prior_path(modality: str) -> Path:
     path = Path(str(resources.files(__name__).joinpath(DEFAULT_PRIORS[modality])))
     if not path.is_file():
         raise InputError(path, "prior", "the default prior is missing from this installation "
-                         f"(retrain it with python -m medrecon.data.priors {modality})")
+                         f"(retrain it with python -m medrecon.priors.defaults {modality})")
     return path
 
-
-def load_named_prior(name: str | os.PathLike[str], modality: str,
-                     device: torch.device | str = "cpu"):
-    """``(prior, path)``: the default prior of ``modality`` for ``name == "default"``, else
-    the checkpoint at ``name`` (refused if it is of another modality)."""
-    from medrecon.priors.checkpoint import load_prior
-
-    path = default_prior_path(modality) if str(name) == "default" else Path(name)
-    return load_prior(path, device, modality=modality), path

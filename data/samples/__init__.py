@@ -20,8 +20,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 CT_SAMPLE = "ct_sparse_60.h5"
 CT_SAMPLE_RECIPE = {"size": 256, "seed": 2024, "views": 60, "noise": "poisson:2e5"}
 MRI_SAMPLE = "mri_brain_r4.h5"
@@ -39,8 +37,10 @@ def sample_path(name: str = CT_SAMPLE) -> Path:
 
 def make_ct_sample():
     """The CT sample's sinogram from its recipe (see the module docstring)."""
+    import torch
+
     from medrecon.data.phantom import ct_phantom
-    from medrecon.data.sinogram import simulate_sinogram
+    from medrecon.data.sinogram_simulate import simulate_sinogram
     from medrecon.operators.ct_geometry import CTGeometry
 
     recipe = CT_SAMPLE_RECIPE
@@ -60,8 +60,8 @@ def mri_sample_image():
 
 def write_mri_sample(path: Path) -> Path:
     """Simulate the MRI sample from its recipe (see the module docstring) into ``path``."""
+    from medrecon.data.kspace_simulate import simulate_kspace
     from medrecon.data.kspace_write import write_kspace_file
-    from medrecon.mri_pipeline import simulate_kspace
 
     recipe = MRI_SAMPLE_RECIPE
     sim = simulate_kspace(mri_sample_image()[None], coils=recipe["coils"],

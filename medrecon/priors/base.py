@@ -19,6 +19,7 @@ two real channels itself.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -117,8 +118,6 @@ class PriorSpace:
 
 def prior_space(problem: Problem, denoiser: Denoiser) -> PriorSpace:
     """Map ``problem`` into ``denoiser``'s intensity space (checks the layout first)."""
-    from medrecon.solvers.problem import Problem
-
     A = problem.operator
     check_fits(denoiser, A)
     scale, offset = float(denoiser.scale), float(denoiser.offset)
@@ -128,5 +127,5 @@ def prior_space(problem: Problem, denoiser: Denoiser) -> PriorSpace:
     if offset != 0.0:
         y = y - A(torch.full(A.domain_shape, offset, dtype=A.dtype, device=A.device))
     operator = A if scale == 1.0 else scale * A
-    return PriorSpace(Problem(operator, y, problem.sigma_y), scale, offset)
+    return PriorSpace(dataclasses.replace(problem, operator=operator, y=y), scale, offset)
 

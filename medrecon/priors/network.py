@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from medrecon.errors import OperatorShapeError
-from medrecon.solvers.schedules import vp_alpha_bar
+from medrecon.priors.noise import vp_alpha_bar
 
 
 def to_channels(x: torch.Tensor, is_complex: bool) -> tuple[torch.Tensor, torch.Size]:

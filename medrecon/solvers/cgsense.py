@@ -58,10 +58,10 @@ def cgsense(problem: Problem, *, weight: float = 0.0, n_iter: int = 30, tol: flo
 
     Returns:
         A :class:`Reconstruction` with ``iterations`` the CG iterations run;
-        ``residuals`` ``(iterations, *batch)`` the relative data residual
-        ``||A x - y|| / ||y||`` after each iteration (``(1, *batch)`` for the start image
-        when no iteration ran); ``info["cg_residuals"]`` ``(iterations, *batch)`` the relative
-        normal-equation residual after each iteration; ``info["stopped"]``
+        ``residual`` ``(*batch)`` the final relative data residual ``||A x - y|| / ||y||``
+        (the one product with ``A`` outside the normal operator);
+        ``info["cg_residuals"]`` ``(iterations, *batch)`` the relative normal-equation
+        residual after each iteration (which CG maintains anyway); ``info["stopped"]``
         ``"tolerance"`` or ``"max_iter"``.
 
     Raises:
@@ -77,24 +77,17 @@ def cgsense(problem: Problem, *, weight: float = 0.0, n_iter: int = 30, tol: flo
     A = problem.operator
     nd = len(A.domain_shape)
     b = A.adjoint(problem.y)
-    start = problem.start(x0)
+    # from zero the initial residual is b itself: no product for it
+    start = None if x0 is None else problem.start(x0)
 
     def normal_operator(v: torch.Tensor) -> torch.Tensor:
-        return A.normal(v) + weight * v if weight > 0 else A.normal(v)
+        return torch.add(A.normal(v), v, alpha=weight) if weight > 0 else A.normal(v)
 
-    data_residuals = []
-
-    def record(k: int, x_k: torch.Tensor) -> None:
-        data_residuals.append(problem.residual(x_k))
-        if callback is not None:
-            callback(k, int(n_iter), x_k)
-
+    record = None if callback is None else (lambda k, x_k: callback(k, int(n_iter), x_k))
     x, iterations, history = conjugate_gradient(normal_operator, b, start, n_iter=int(n_iter),
                                                 tol=tol, ndim=nd, on_iteration=record)
     converged = iterations < n_iter or (iterations > 0 and bool((history[-1] <= tol).all()))
-    residuals = (torch.stack(data_residuals) if data_residuals
-                 else problem.residual(x)[None])
     return Reconstruction(image=x, method="cgsense", iterations=iterations,
-                          residuals=residuals,
+                          residual=problem.residual(x),
                           info={"weight": weight, "cg_residuals": history,
                                 "stopped": "tolerance" if converged else "max_iter"})

@@ -4,9 +4,12 @@ Each method is a plain function ``name(problem, *, ..., callback=None) ->
 Reconstruction`` over a :class:`~medrecon.solvers.problem.Problem` ``y = A x + n``.
 They are batched (every leading dimension of ``y`` is an independent problem
 with its own step lengths and stopping), complex-safe where the method allows,
-and run on the operator's device in the operator's dtype. ``residuals`` holds the
-relative data residual ``||A x_k - y|| / ||y||`` after each iteration, shape
-``(iterations, *batch)``.
+and run on the operator's device in the operator's dtype. ``residual`` holds the
+final relative data residual ``||A x - y|| / ||y||``, shape ``batch``, taken from
+products the iteration has anyway where it can (SIRT, TV) and from one extra
+product with ``A`` otherwise (FBP; CGLS, whose recursively updated residual vector
+drifts from the true one in floating point). Nothing is computed per iteration
+beyond the method itself; pass a ``callback`` for per-iteration diagnostics.
 
 Example:
     >>> import torch
@@ -26,9 +29,8 @@ import math
 
 import torch
 
-from medrecon.operators.base import real_dtype
 from medrecon.operators.finite_difference import FiniteDifference
-from medrecon.solvers.linalg import batched_dot, batched_norm, expand_to, safe_divide
+from medrecon.solvers.linalg import expand_to, norm, safe_divide, sq_norm
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
 
 #: Discrepancy-principle safety factor: CGLS stops an item once
@@ -39,14 +41,6 @@ DISCREPANCY_TAU = 1.0
 _RUNNING, _TOLERANCE, _DISCREPANCY = 0, 1, 2
 
 
-def _stack(history: list[torch.Tensor], problem: Problem) -> torch.Tensor:
-    """Per-iteration residuals as ``(iterations, *batch)`` (empty when none ran)."""
-    if history:
-        return torch.stack(history)
-    return torch.zeros((0, *problem.batch_shape), dtype=real_dtype(problem.operator.dtype),
-                       device=problem.operator.device)
-
-
 def fbp(problem: Problem, *, filter: str = "ram-lak",
         callback: Callback | None = None) -> Reconstruction:
     """Filtered back projection, handed to the operator's own ``fbp`` (ASTRA for CT).
@@ -54,7 +48,7 @@ def fbp(problem: Problem, *, filter: str = "ram-lak",
     Kak & Slaney (1988), Principles of Computerized Tomographic Imaging, IEEE Press,
     Section 3.3 (parallel beam) and 3.4 (fan beam); which one runs, and how, is the
     operator's business (ASTRA's FBP; CPU fan beam is rebinned to parallel). Not
-    iterative: ``iterations`` is 1 and ``residuals`` has one entry.
+    iterative: ``iterations`` is 1.
 
     Args:
         problem: a problem whose operator has ``fbp(sinogram, filter=...)`` (a
@@ -81,7 +75,7 @@ def fbp(problem: Problem, *, filter: str = "ram-lak",
     if callback is not None:
         callback(1, 1, image)
     return Reconstruction(image=image, method="fbp", iterations=1,
-                          residuals=problem.residual(image)[None], info={"filter": filter})
+                          residual=problem.residual(image), info={"filter": filter})
 
 
 def cgls(problem: Problem, *, n_iter: int = 50, tol: float = 1e-6,
@@ -118,45 +112,49 @@ def cgls(problem: Problem, *, n_iter: int = 50, tol: float = 1e-6,
         tensor([1.+0.j, 0.+1.j], dtype=torch.complex128)
     """
     A, y = problem.operator, problem.y
-    nd, nr = len(A.domain_shape), len(A.range_shape)
+    nd = len(A.domain_shape)
+    dims, range_dims = tuple(range(-nd, 0)), problem.range_dims
     x = problem.start(x0)
     r = y - A(x)
     s = A.adjoint(r)
     p = s
-    gamma = batched_dot(s, s, nd).real
+    gamma = sq_norm(s, dims)
     threshold = tol**2 * gamma
-    y_norm = batched_norm(y, nr).clamp_min(torch.finfo(gamma.dtype).tiny)
-    bound = (DISCREPANCY_TAU * problem.sigma_y * math.sqrt(math.prod(A.range_shape))
-             if problem.sigma_y > 0 else -math.inf)
-    may_stop = tol > 0 or problem.sigma_y > 0
+    discrepancy = problem.sigma_y > 0
+    # the discrepancy rule compares ||r||^2, of the residual vector CGLS maintains anyway
+    bound2 = (DISCREPANCY_TAU * problem.sigma_y) ** 2 * math.prod(A.range_shape)
+    may_stop = tol > 0 or discrepancy
+    within_noise = sq_norm(r, range_dims) <= bound2 if discrepancy else torch.zeros_like(
+        gamma, dtype=torch.bool)
     status = _stop_status(torch.full_like(gamma, _RUNNING, dtype=torch.int64),
-                          gamma <= threshold, batched_norm(r, nr) <= bound)
-    history = []
+                          gamma <= threshold, within_noise)
+    iterations = 0
     for k in range(n_iter):
         if may_stop and not bool((status == _RUNNING).any()):
             break
         running = status == _RUNNING
         # step along p: alpha = ||s||^2 / ||A p||^2
         q = A(p)
-        alpha = torch.where(running, safe_divide(gamma, batched_dot(q, q, nr).real), 0.0)
-        x = x + expand_to(alpha, nd) * p
-        r = r - expand_to(alpha, nr) * q
+        alpha = torch.where(running, safe_divide(gamma, sq_norm(q, range_dims)), 0.0)
+        x = torch.addcmul(x, expand_to(alpha, nd), p)
+        r = torch.addcmul(r, expand_to(alpha, len(range_dims)), q, value=-1)
         # new direction: p = s + beta p with beta = ||s_new||^2 / ||s||^2
         s = A.adjoint(r)
-        gamma_new = batched_dot(s, s, nd).real
+        gamma_new = sq_norm(s, dims)
         beta = torch.where(running, safe_divide(gamma_new, gamma), 0.0)
-        p = s + expand_to(beta, nd) * p
+        p = torch.addcmul(s, expand_to(beta, nd), p)
         gamma = torch.where(running, gamma_new, gamma)
-        r_norm = batched_norm(r, nr)
-        history.append(r_norm / y_norm)
-        status = _stop_status(status, gamma <= threshold, r_norm <= bound)
+        iterations = k + 1
+        if discrepancy:
+            within_noise = sq_norm(r, range_dims) <= bound2
+        status = _stop_status(status, gamma <= threshold, within_noise)
         if callback is not None:
             callback(k + 1, n_iter, x)
     names = {_RUNNING: "max_iter", _TOLERANCE: "tolerance", _DISCREPANCY: "discrepancy"}
     items = tuple(names[int(v)] for v in status.reshape(-1).tolist())
     stopped = next((why for why in ("max_iter", "discrepancy") if why in items), "tolerance")
-    return Reconstruction(image=x, method="cgls", iterations=len(history),
-                          residuals=_stack(history, problem),
+    return Reconstruction(image=x, method="cgls", iterations=iterations,
+                          residual=problem.residual(x),
                           info={"stopped": stopped, "stopped_items": items})
 
 
@@ -203,24 +201,21 @@ def sirt(problem: Problem, *, n_iter: int = 100, nonnegative: bool = True,
     A, y = problem.operator, problem.y
     if A.dtype.is_complex or A.range_dtype.is_complex:
         raise ValueError("sirt needs a real operator with nonnegative entries (a CT projector)")
-    nr = len(A.range_shape)
     row_weights = _reciprocal(A(torch.ones(A.domain_shape, dtype=A.dtype, device=A.device)))
     col_weights = _reciprocal(A.adjoint(torch.ones(A.range_shape, dtype=A.range_dtype,
                                                    device=A.device)))
-    y_norm = batched_norm(y, nr).clamp_min(torch.finfo(y.dtype).tiny)
     x = problem.start(x0)
     r = y - A(x)
-    history = []
     for k in range(n_iter):
-        x = x + col_weights * A.adjoint(row_weights * r)
+        x = torch.addcmul(x, col_weights, A.adjoint(row_weights * r))
         if nonnegative:
             x = x.clamp_min(0.0)
         r = y - A(x)
-        history.append(batched_norm(r, nr) / y_norm)
         if callback is not None:
             callback(k + 1, n_iter, x)
-    return Reconstruction(image=x, method="sirt", iterations=len(history),
-                          residuals=_stack(history, problem))
+    # r = y - A x of the last iterate, computed by the iteration itself
+    return Reconstruction(image=x, method="sirt", iterations=max(int(n_iter), 0),
+                          residual=problem.relative(r))
 
 
 def tv_objective(problem: Problem, x: torch.Tensor, weight: float) -> torch.Tensor:
@@ -229,9 +224,9 @@ def tv_objective(problem: Problem, x: torch.Tensor, weight: float) -> torch.Tens
     :func:`tv` minimises)."""
     A = problem.operator
     G = FiniteDifference(A.domain_shape, dtype=A.dtype, device=A.device)
-    nd, nr = len(A.domain_shape), len(A.range_shape)
-    data = 0.5 * batched_norm(A(x) - problem.y, nr) ** 2
-    grad_norm = torch.linalg.vector_norm(G(x), dim=-(nd + 1))
+    nd = len(A.domain_shape)
+    data = 0.5 * sq_norm(A(x) - problem.y, problem.range_dims)
+    grad_norm = norm(G(x), dim=-(nd + 1))
     return data + weight * grad_norm.sum(dim=tuple(range(-nd, 0)))
 
 
@@ -296,7 +291,7 @@ def tv(problem: Problem, *, weight: float, n_iter: int = 200, nonnegative: bool 
     if nonnegative and A.dtype.is_complex:
         raise ValueError("tv: nonnegative needs a real image")
     G = FiniteDifference(A.domain_shape, dtype=A.dtype, device=A.device)
-    nd, nr = len(A.domain_shape), len(A.range_shape)
+    nd = len(A.domain_shape)
     norm_a = A.norm(generator=generator) if operator_norm is None else float(operator_norm)
     if not norm_a > 0:
         raise ValueError("tv: the operator is zero (norm 0)")
@@ -304,32 +299,30 @@ def tv(problem: Problem, *, weight: float, n_iter: int = 200, nonnegative: bool 
     radius = weight * scale**2
     y_scaled = scale * y
     step = 0.99 / (math.sqrt(2.0) * G.norm_bound)
-    y_norm = batched_norm(y_scaled, nr)
-    tiny = torch.finfo(y_norm.dtype).tiny
-    y_norm = y_norm.clamp_min(tiny)
+    tiny = torch.finfo(problem.y_norm.dtype).tiny
 
     x = problem.start(x0)
     ax, gx = scale * A(x), G(x)
     ax_bar, gx_bar = ax, gx
     p, q = torch.zeros_like(y_scaled), torch.zeros_like(gx)
-    history = []
     for k in range(n_iter):
         # dual ascent: prox of sigma F* for the data term and for TV
-        p = (p + step * (ax_bar - y_scaled)) / (1.0 + step)
-        q = q + step * gx_bar
-        q_norm = torch.linalg.vector_norm(q, dim=-(nd + 1), keepdim=True)
+        p = torch.add(p, ax_bar - y_scaled, alpha=step) / (1.0 + step)
+        q = torch.add(q, gx_bar, alpha=step)
+        q_norm = norm(q, dim=-(nd + 1), keepdim=True)
         q = q * torch.where(q_norm > radius, radius / q_norm.clamp_min(tiny), 1.0)
         # primal descent and extrapolation (theta = 1), K x_bar by linearity
-        x = x - step * (scale * A.adjoint(p) + G.adjoint(q))
+        x = torch.sub(x, torch.add(G.adjoint(q), A.adjoint(p), alpha=scale), alpha=step)
         if nonnegative:
             x = x.clamp_min(0.0)
         ax_new, gx_new = scale * A(x), G(x)
         ax_bar, gx_bar = 2 * ax_new - ax, 2 * gx_new - gx
         ax, gx = ax_new, gx_new
-        history.append(batched_norm(ax - y_scaled, nr) / y_norm)
         if callback is not None:
             callback(k + 1, n_iter, x)
-    return Reconstruction(image=x, method="tv", iterations=len(history),
-                          residuals=_stack(history, problem),
+    # ||A x - y|| from the scaled product the iteration has: ax - y' = scale (A x - y)
+    residual = norm(ax - y_scaled, problem.range_dims) / scale / problem.y_norm
+    return Reconstruction(image=x, method="tv", iterations=max(int(n_iter), 0),
+                          residual=residual,
                           info={"weight": weight, "operator_norm": norm_a})
 

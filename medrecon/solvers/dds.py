@@ -37,7 +37,10 @@ def dds(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, eta: floa
         callback: Callback | None = None) -> Reconstruction:
     """Reconstruct by DDS; ``sigmas`` descending (``len(sigmas)`` network evaluations per
     sample). ``noisy`` picks the data-consistency form (default: ``sigma_y > 0``);
-    ``gamma`` is in the prior's intensity space."""
+    ``gamma`` is in the prior's intensity space. The image is the mean of the samples,
+    ``residual`` its relative data residual per batch item (one product with ``A``,
+    after the last step); ``callback(i, n, x_i)`` gets each data-consistent estimate
+    (prior space)."""
     check_descending(sigmas)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
@@ -48,19 +51,22 @@ def dds(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, eta: floa
     aty = A.H(y)
     levels = [float(s) for s in sigmas] + [0.0]
     x = start_noise(space.problem, n_samples, levels[0], generator)
-    residuals = []
+    n_steps = 0
+
+    def damped_normal(v: torch.Tensor) -> torch.Tensor:
+        return torch.add(v, A.normal(v), alpha=gamma)
+
     with torch.no_grad():
         for i, (s, s_next) in enumerate(zip(levels[:-1], levels[1:])):
             x0 = denoise_checked(denoiser, x, s, i)
             # data consistency by conjugate gradients, started at the denoised image
             if noisy:
-                x_dc, _, _ = conjugate_gradient(lambda v: v + gamma * A.normal(v),
-                                                x0 + gamma * aty, x0, n_iter=cg_iter,
-                                                tol=cg_tol, ndim=ndim)
+                x_dc, _, _ = conjugate_gradient(damped_normal, torch.add(x0, aty, alpha=gamma),
+                                                x0, n_iter=cg_iter, tol=cg_tol, ndim=ndim)
             else:
                 x_dc, _, _ = conjugate_gradient(A.normal, aty.expand_as(x0), x0,
                                                 n_iter=cg_iter, tol=cg_tol, ndim=ndim)
-            residuals.append(problem.residual(space.to_data(x_dc)).mean(0))
+            n_steps = i + 1
             if callback is not None:
                 callback(i + 1, len(levels) - 1, x_dc)
             if s_next == 0:
@@ -68,9 +74,11 @@ def dds(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, eta: floa
             # DDIM re-noising (VE): keep sqrt(1 - eta^2) of the predicted noise
             eps = (x - x0) / s
             x = x_dc + s_next * (eta * standard_noise(x, generator) + (1 - eta**2) ** 0.5 * eps)
-    samples = space.to_data(x_dc)
-    mean, std = sample_statistics(samples)
-    return Reconstruction(image=mean, method="dds", iterations=len(residuals),
-                          residuals=torch.stack(residuals), nfe=n_samples * len(residuals),
+        samples = space.to_data(x_dc)
+        mean, std = sample_statistics(samples)
+        # CG on the normal equations never forms A x: one product, for the final image
+        residual = problem.residual(mean)
+    return Reconstruction(image=mean, method="dds", iterations=n_steps,
+                          residual=residual, nfe=n_samples * n_steps,
                           samples=samples, std=std,
                           info={"eta": eta, "cg_iter": cg_iter, "noisy": noisy})

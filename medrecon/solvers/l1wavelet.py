@@ -41,14 +41,17 @@ import math
 import torch
 
 from medrecon.operators.wavelet import Wavelet2D
-from medrecon.solvers.linalg import batched_norm
+from medrecon.solvers.linalg import sq_norm
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
 
 
 def soft_threshold(c: torch.Tensor, threshold: float) -> torch.Tensor:
     """``sgn(c) max(|c| - threshold, 0)`` elementwise: the proximal map of
     ``threshold * ||.||_1``; for complex ``c`` the modulus shrinks and the phase is kept."""
-    return torch.sgn(c) * (c.abs() - threshold).clamp_min(0.0)
+    magnitude = c.abs()
+    shrink = (magnitude - threshold).clamp_min(0.0) / magnitude.clamp_min(
+        torch.finfo(magnitude.dtype).tiny)
+    return c * shrink
 
 
 def l1wavelet_objective(problem: Problem, x: torch.Tensor, weight: float,
@@ -57,7 +60,7 @@ def l1wavelet_objective(problem: Problem, x: torch.Tensor, weight: float,
     minimises)."""
     A = problem.operator
     W = Wavelet2D(A.domain_shape, wavelet, levels, dtype=A.dtype, device=A.device)
-    data = 0.5 * batched_norm(A(x) - problem.y, len(A.range_shape)) ** 2
+    data = 0.5 * sq_norm(A(x) - problem.y, problem.range_dims)
     return data + weight * W(x).abs().sum(dim=(-2, -1))
 
 
@@ -80,9 +83,9 @@ def l1wavelet(problem: Problem, *, weight: float, n_iter: int = 100, wavelet: st
         generator: randomness of the power iteration's start vector.
 
     Returns:
-        A :class:`Reconstruction` with ``residuals`` ``(iterations, *batch)`` the relative
-        data residual after each iteration and ``info`` the weight, operator norm, step,
-        wavelet and levels.
+        A :class:`Reconstruction` with ``residual`` ``(*batch)`` the final relative data
+        residual (from the product ``A x`` the iteration has) and ``info`` the weight,
+        operator norm, step, wavelet and levels.
 
     Raises:
         ValueError: a negative or non-finite ``weight``, a negative ``n_iter``, a
@@ -103,33 +106,25 @@ def l1wavelet(problem: Problem, *, weight: float, n_iter: int = 100, wavelet: st
     if not norm > 0:
         raise ValueError("l1wavelet: the operator is zero (norm 0)")
     step = 1.0 / norm**2
-    nr = len(A.range_shape)
-    y_norm = batched_norm(y, nr)
-    y_norm = y_norm.clamp_min(torch.finfo(y_norm.dtype).tiny)
-
     x = problem.start(x0)
     ax = A(x)
     z, az, t = x, ax, 1.0
-    history = []
     for k in range(int(n_iter)):
         # gradient step on the data term at the extrapolated point z
-        v = z - step * A.adjoint(az - y)
+        v = torch.sub(z, A.adjoint(az - y), alpha=step)
         # proximal step: wavelet soft-thresholding
         x_new = W.adjoint(soft_threshold(W(v), step * weight))
         ax_new = A(x_new)
         # momentum (Beck & Teboulle 2009, eqs. 4.2-4.3); A z by linearity
         t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         momentum = (t - 1.0) / t_new
-        z = x_new + momentum * (x_new - x)
-        az = ax_new + momentum * (ax_new - ax)
+        z = torch.add(x_new, x_new - x, alpha=momentum)
+        az = torch.add(ax_new, ax_new - ax, alpha=momentum)
         x, ax, t = x_new, ax_new, t_new
-        history.append(batched_norm(ax - y, nr) / y_norm)
         if callback is not None:
             callback(k + 1, int(n_iter), x)
-    residuals = (torch.stack(history) if history
-                 else y_norm.new_zeros((0, *problem.batch_shape)))
-    return Reconstruction(image=x, method="l1wavelet", iterations=len(history),
-                          residuals=residuals,
+    return Reconstruction(image=x, method="l1wavelet", iterations=int(n_iter),
+                          residual=problem.relative(ax - y),
                           info={"weight": weight, "operator_norm": norm, "step": step,
                                 "wavelet": wavelet, "levels": W.levels})
 

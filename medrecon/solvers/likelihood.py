@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 
 from medrecon.priors.gaussian import GaussianPrior, operator_matrix
+from medrecon.solvers.linalg import sq_norm
 from medrecon.solvers.problem import Problem
 
 LikelihoodScore = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
@@ -61,7 +62,7 @@ def dps_likelihood(problem: Problem, *, v_x0: float | None = None,
         r2 = 0.0 if v_x0 is None else v_x0 * sigma**2 / (v_x0 + sigma**2)
         variance = problem.sigma_y**2 + r2 * norm2
         weight = 1.0 / variance if variance > 0 else 1.0
-        loss = 0.5 * weight * (torch.abs(y - A(denoised)) ** 2).sum()
+        loss = 0.5 * weight * sq_norm(y - A(denoised))
         (gradient,) = torch.autograd.grad(loss, x)
         # for complex x torch returns d/d(re) + i d/d(im) of the real loss: the
         # steepest-ascent direction in both cases, so the score is its negative

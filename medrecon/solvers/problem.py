@@ -3,18 +3,24 @@
 Every solver in :mod:`medrecon.solvers` is a plain function
 ``solve(problem, [prior,] *, ..., generator=None, callback=None) -> Reconstruction``.
 A ``callback(step, n_steps, x)`` is called after each iteration (the command
-line turns it into a progress bar); solvers do not log or time themselves.
+line turns it into a progress bar); solvers do not log or time themselves, and
+compute no per-iteration diagnostics: a caller who wants one (a residual curve, an
+objective) computes it from ``x`` in the callback. Every solver returns the final
+relative data residual ``||A x - y|| / ||y||`` in :attr:`Reconstruction.residual`,
+computed once, from products it already has where it can.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
 from medrecon.errors import OperatorShapeError
 from medrecon.operators.base import LinearOperator
+from medrecon.solvers.linalg import norm
 
 Callback = Callable[[int, int, torch.Tensor], None]
 
@@ -67,11 +73,27 @@ class Problem:
             raise ValueError(f"x0 of shape {tuple(x0.shape)} does not broadcast to "
                              f"{shape}") from None
 
+    @cached_property
+    def range_dims(self) -> tuple[int, ...]:
+        """The trailing dimensions of ``y`` that one measurement spans."""
+        return tuple(range(-len(self.operator.range_shape), 0))
+
+    @cached_property
+    def y_norm(self) -> torch.Tensor:
+        """``||y||`` per batch item (real, at least the smallest positive normal float so
+        that it divides safely); computed once per problem."""
+        n = norm(self.y, self.range_dims)
+        return n.clamp_min(torch.finfo(n.dtype).tiny)
+
+    def relative(self, residual: torch.Tensor) -> torch.Tensor:
+        """``||r|| / ||y||`` per batch item for a residual vector ``r`` (e.g. ``A x - y``)
+        the caller already has."""
+        return norm(residual, self.range_dims) / self.y_norm
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """Relative data residual ``||A x - y|| / ||y||`` per batch item."""
-        dims = tuple(range(-len(self.operator.range_shape), 0))
-        r = torch.linalg.vector_norm(self.operator(x) - self.y, dim=dims)
-        return r / torch.linalg.vector_norm(self.y, dim=dims).clamp_min(torch.finfo(r.dtype).tiny)
+        """Relative data residual ``||A x - y|| / ||y||`` per batch item (one product with
+        ``A``)."""
+        return self.relative(self.operator(x) - self.y)
 
 
 @dataclass(frozen=True)
@@ -82,7 +104,10 @@ class Reconstruction:
         image: the estimate, ``(*batch, *domain_shape)``.
         method: the solver's name.
         iterations: iterations (or sampling steps) run.
-        residuals: relative data residual per iteration, ``(iterations, *batch)``.
+        residual: the final relative data residual ``||A x - y|| / ||y||`` of ``image``
+            per batch item, shape ``batch``, real (``None`` only where a solver cannot
+            give one). Per-iteration values are the caller's business: compute them
+            from ``x`` in a ``callback``.
         nfe: network (denoiser) evaluations; 0 for classical methods.
         samples: posterior samples ``(n_samples, *batch, *domain)`` for samplers.
         std: pixelwise standard deviation of the samples (``None`` for one sample).
@@ -93,7 +118,7 @@ class Reconstruction:
     image: torch.Tensor
     method: str
     iterations: int = 0
-    residuals: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
     nfe: int = 0
     samples: torch.Tensor | None = None
     std: torch.Tensor | None = None

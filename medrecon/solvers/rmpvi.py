@@ -38,9 +38,9 @@ from functools import partial
 
 import torch
 
-from medrecon.operators.base import inner
 from medrecon.priors.base import Denoiser, denoise_checked, prior_space, standard_noise
 from medrecon.solvers.likelihood import LikelihoodScore, dps_likelihood, pigdm_likelihood
+from medrecon.solvers.linalg import inner_real, norm
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
 from medrecon.solvers.schedules import check_descending
 
@@ -84,14 +84,17 @@ def rmpvi(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, inner_i
     """
     check_descending(sigmas)
     space = prior_space(problem, denoiser)
-    norm = None if operator_norm is None else operator_norm * abs(denoiser.scale)
+    prior_norm = None if operator_norm is None else operator_norm * abs(denoiser.scale)
     if jacobian not in LIKELIHOODS:
         raise ValueError(f"jacobian must be one of {sorted(LIKELIHOODS)}, got {jacobian!r}")
-    lik = likelihood or LIKELIHOODS[jacobian](space.problem, v_x0=v_x0, operator_norm=norm)
+    lik = likelihood or LIKELIHOODS[jacobian](space.problem, v_x0=v_x0,
+                                                  operator_norm=prior_norm)
     levels = [float(s) for s in sigmas]
     mu = space.problem.image_like() if x_init is None else space.to_prior(x_init)
     ndim = len(space.problem.operator.domain_shape)
-    nfe, residuals, n_dims = 0, [], mu[0].numel() if mu.ndim > ndim else mu.numel()
+    nfe, n_dims = 0, mu[0].numel() if mu.ndim > ndim else mu.numel()
+    n_steps = len(levels) - 1
+    step_index = 0
     rejected = 0
 
     needs_grad = likelihood is not None or jacobian == "network"
@@ -104,13 +107,14 @@ def rmpvi(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, inner_i
     def gradient(x, x_next, d, s):
         x = x.detach().requires_grad_(needs_grad)
         with torch.set_grad_enabled(needs_grad):
-            x0 = denoise_checked(denoiser, x, s, len(residuals))
+            x0 = denoise_checked(denoiser, x, s, step_index)
             g_lik = lik(x, x0, s)
         g_tr, g_pr = (x_next - x) / d, (x0.detach() - x.detach()) / s**2
         weight = gamma if zeta is None else zeta * _ratio(g_tr, g_lik, ndim)
         return g_tr + g_pr + weight * g_lik
 
-    for k in range(len(levels) - 1):
+    for k in range(n_steps):
+        step_index = k
         s_next, s = levels[k], levels[k + 1]
         x_next, d = mu.detach(), s_next**2 - s**2
         v = (s**2 + v_x0) * d / (s_next**2 + v_x0)
@@ -123,39 +127,41 @@ def rmpvi(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, inner_i
             g = (sum(gradient(p, x_next, d, s) for p in points) / len(points)).detach()
             nfe += len(points)
             if backtrack is not None:
-                norm = _norms(g, ndim)
+                g_norm = _norms(g, ndim)
                 if accepted is not None:
-                    reject = ~(norm <= backtrack * accepted[2])
-                    mu, g, norm = (torch.where(reject, old, new)
-                                   for old, new in zip(accepted, (mu, g, norm)))
+                    reject = ~(g_norm <= backtrack * accepted[2])
+                    mu, g, g_norm = (torch.where(reject, old, new)
+                                     for old, new in zip(accepted, (mu, g, g_norm)))
                     step = torch.where(reject, step / 2, step)
                     rejected = rejected + reject.sum()
-                accepted = (mu, g, norm)
+                accepted = (mu, g, g_norm)
             if update_precision:
                 v, extra = _hutchinson_variance(v, s2, probes, mu, g, n_dims,
                                                 partial(gradient, x_next=x_next, d=d, s=s),
                                                 generator)
                 nfe += extra
             mu = (mu + step * v * g).detach()
-        residuals.append(problem.residual(space.to_data(mu)))
         if callback is not None:
-            callback(k + 1, len(levels) - 1, mu)
-    return Reconstruction(image=space.to_data(mu), method="rmpvi", iterations=len(residuals),
-                          residuals=torch.stack(residuals), nfe=nfe,
+            callback(k + 1, n_steps, mu)
+    image = space.to_data(mu)
+    with torch.no_grad():
+        residual = problem.residual(image)
+    return Reconstruction(image=image, method="rmpvi", iterations=n_steps,
+                          residual=residual, nfe=nfe,
                           info={"inner_iter": inner_iter, "n_particles": n_particles,
                                 "rejected_steps": int(rejected)})
 
 
 def _norms(a: torch.Tensor, ndim: int) -> torch.Tensor:
     """``||a||`` per batch item, shaped to broadcast against ``a``."""
-    norm = torch.linalg.vector_norm(a, dim=tuple(range(-ndim, 0)))
-    return norm.reshape(*norm.shape, *(1,) * ndim)
+    n = norm(a, tuple(range(-ndim, 0)))
+    return n.reshape(*n.shape, *(1,) * ndim)
 
 
 def _ratio(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
     """``||a|| / ||b||`` per batch item, shaped to broadcast (0 where ``b`` is 0)."""
     dims = tuple(range(-ndim, 0))
-    na, nb = torch.linalg.vector_norm(a, dim=dims), torch.linalg.vector_norm(b, dim=dims)
+    na, nb = norm(a, dims), norm(b, dims)
     r = torch.where(nb > 0, na / nb.clamp_min(torch.finfo(nb.dtype).tiny), torch.zeros_like(na))
     return r.reshape(*r.shape, *(1,) * ndim)
 
@@ -168,6 +174,7 @@ def _hutchinson_variance(v, s2, probes, mu, g, n_dims, gradient, generator):
     for _ in range(probes):
         z = standard_noise(mu, generator)
         hz = -(gradient(mu + h * z) - g) / h
-        trace = trace + float(inner(z, hz.detach(), mu.ndim).real.mean()) / probes
+        trace = trace + float(inner_real(z, hz.detach(), tuple(range(-mu.ndim, 0))).mean()
+                              ) / probes
     precision = (1 - s2) / v + s2 * max(trace / n_dims, 1e-12)
     return 1.0 / precision, probes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from medrecon.priors.base import standard_noise
+from medrecon.solvers.linalg import real_view
 from medrecon.solvers.problem import Problem
 
 
@@ -24,5 +25,9 @@ def sample_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     mean = samples.mean(0)
     if samples.shape[0] < 2:
         return mean, None
-    std = ((samples - mean).abs() ** 2).sum(0).div(samples.shape[0] - 1).sqrt()
+    deviation = real_view(samples - mean)
+    squared = deviation * deviation
+    if samples.is_complex():
+        squared = squared.sum(-1)
+    std = squared.sum(0).div(samples.shape[0] - 1).sqrt()
     return mean, std

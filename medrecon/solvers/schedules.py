@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import torch
 
+from medrecon.priors.noise import vp_alpha_bar  # re-exported: solvers import it from here
+
+__all__ = ["check_descending", "geometric", "karras", "vp_alpha_bar", "vp_sigmas"]
+
 
 def _check(sigma_min: float, sigma_max: float, n: int) -> None:
     if not 0 < sigma_min < sigma_max:
@@ -40,13 +44,6 @@ def karras(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0,
     t = torch.linspace(0, 1, n, dtype=torch.float64, device=device)
     hi, lo = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return (hi + t * (lo - hi)) ** rho
-
-
-def vp_alpha_bar(n_train: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """``abar_t`` for t = 0 .. n_train - 1 of the linear-beta DDPM schedule."""
-    betas = torch.linspace(beta_start, beta_end, n_train, dtype=torch.float64, device=device)
-    return torch.cumprod(1 - betas, dim=0)
 
 
 def vp_sigmas(n: int | None = None, n_train: int = 1000, beta_start: float = 1e-4,

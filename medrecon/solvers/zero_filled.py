@@ -28,10 +28,10 @@ from medrecon.solvers.problem import Callback, Problem, Reconstruction
 def zero_filled(problem: Problem, *, callback: Callback | None = None) -> Reconstruction:
     """``x = A^H y`` per batch item; not iterative (``iterations = 0``).
 
-    ``residuals`` has one entry, the relative data residual ``||A x - y|| / ||y||`` of
-    the result, shape ``(1, *batch)``. ``callback`` is accepted for the solver
+    ``residual`` is the relative data residual ``||A x - y|| / ||y||`` of the result,
+    shape ``batch``. ``callback`` is accepted for the solver
     contract and never called (there are no iterations).
     """
     image = problem.operator.adjoint(problem.y)
     return Reconstruction(image=image, method="zf", iterations=0,
-                          residuals=problem.residual(image)[None])
+                          residual=problem.residual(image))

@@ -1,4 +1,4 @@
-"""MRI end to end: simulation, ESPIRiT + SENSE reconstruction, command line, bad input."""
+"""MRI studies end to end: simulation, ESPIRiT + SENSE reconstruction, command line, bad input."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from medrecon.data.kspace import FastMRIFile
 from medrecon.data.kspace_write import write_kspace_file
 from medrecon.data.mr_phantom import mr_phantom
 from medrecon.data.nifti import read_nifti
-from medrecon.mri_pipeline import (
-    calibration_width,
-    centre_crop,
-    fastmri_metrics,
-    reconstruct_kspace_file,
-    simulate_kspace,
-)
+from medrecon.data.kspace_simulate import simulate_kspace
+from medrecon.run import reconstruct_study
+from medrecon.studies import open_study
+from medrecon.studies.mri import calibration_width, centre_crop, fastmri_metrics
 from tests.test_cli import expect_bad_input, run, tree
+
+
+def reconstruct_kspace_file(path, method: str, **given):
+    """``method`` with the user's parameters ``given`` on the k-space file at ``path``,
+    by the one path of ``medrecon run`` and ``medrecon recon``."""
+    with open_study(path, "mri") as study:
+        return reconstruct_study(study, method, given)
 
 
 def _write(path, *, size=256, coils=8, pattern="random", acceleration=4.0, center=0.08,

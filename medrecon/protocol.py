@@ -1,16 +1,11 @@
 """Site protocols: a typed, frozen YAML schema (version 1), validated once where it enters.
 
-A protocol fixes how a site reconstructs one kind of study: the modality and the input
-it expects, the acquisition it should match, the solver with its parameters (their
-names, defaults and checks are the method's own, :mod:`medrecon.methods`), the prior of
-a solver that needs one, the device and seed, and the outputs to write. It enters as a
-YAML file (a shipped name such as ``ct-sparse-tv`` or a path), optionally extended from
-another protocol (mappings merge, the child wins, lists are replaced, a changed solver
-name drops the inherited solver parameters) and changed by ``--set KEY=VALUE`` overrides
-(VALUE read as YAML: ``outputs.formats=[nifti,hdf5]``); every mistake ends with one
-:class:`~medrecon.errors.InputError` naming the file, the dotted key and its line. After
-that only the frozen pydantic models below flow on (``solver.params`` is a read-only
-mapping). :func:`protocol_json_schema` describes the file for editors.
+A protocol fixes how a site reconstructs one kind of study. It is a YAML file (a shipped
+name such as ``ct-sparse-tv`` or a path), optionally extending another (mappings merge,
+the child wins, lists are replaced, a changed solver drops the inherited parameters) and
+changed by ``--set KEY=VALUE`` (VALUE read as YAML); every mistake is one
+:class:`~medrecon.errors.InputError` naming the file, the dotted key and its line. Only
+the frozen pydantic models below flow on. Method facts come from :mod:`medrecon.methods`.
 
 >>> protocol = load_protocol("ct-sparse-tv", ["solver.params.iterations=50"])
 >>> protocol.modality, protocol.solver.name, protocol.solver.params["iterations"]
@@ -33,12 +28,8 @@ for the modality" for a solver parameter)::
     seed: 0
     outputs: {formats: [nifti], naming: "{study}", figure: true, report: true}
 
-YAML is read by PyYAML's safe composer and walked node by node: each node has its line
-(``start_mark``), so key lines, duplicate keys, tags, merge keys (``<<``) and a node cap
-(alias bombs) take a few lines and only safe constructors run. PyYAML is a dependency
-already and keeps YAML 1.1 scalars (``yes`` is true), so site files read and hash as
-before; ruamel.yaml's round-trip loader would add a dependency, switch to YAML 1.2 and
-keep unknown tags and merge keys, so the same walk would be needed on top of it.
+YAML is read by PyYAML's safe composer and walked node by node (lines; no duplicate keys,
+tags, merge keys or alias bombs); YAML 1.1 scalars (``yes`` is true) keep files' hashes.
 """
 
 from __future__ import annotations
@@ -49,23 +40,14 @@ import json
 import os
 import re
 import string
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, NamedTuple, NoReturn
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, ValidationError
 
 from medrecon.errors import InputError
 from medrecon.methods import METHODS, MODALITIES, names
@@ -77,20 +59,26 @@ DEFAULT_PRIOR = "default"
 PRIOR_KINDS = ("medrecon", "adm", "ncsnpp")  # as medrecon.priors.defaults.KINDS (no torch)
 PRIOR_SUFFIXES = (".pt", ".pth")
 MAX_NODES = 10_000  # a protocol is small; this stops alias bombs
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "greater_than": ">", "less_than": "<",
+          "greater_than_equal": ">=", "less_than_equal": "<="}
+_PROBLEMS = {  # pydantic's error types (by first word) in this module's words
+    "greater": "must be {bound}, got {shown}", "less": "must be {bound}, got {shown}",
+    "value": "{error}", "assertion": "{error}", "extra": "unknown key{what}; expected {keys}",
+    **{k: f"expected {v}, got {{got}}" for k, v in {
+        "int": "an integer{bounds}", "float": "a number{bounds}", "bool": "true or false",
+        "string": "a string", "dict": "a mapping", "model": "a mapping", "literal": "{choices}",
+        "tuple": "a non-empty list", "too": "a non-empty list", "finite": "a finite number",
+        }.items()}}
 
 
 def _show(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"bool {str(value).lower()}"
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else f"bool {str(value).lower()}"
     text = repr(value)
     return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
 
 
-# -- the typed protocol ------------------------------------------------------------------
-def _must(ok: Callable[[Any], Any], problem: str) -> Callable[[Any], Any]:
-    """A validator: the value if ``ok(value)``, else ValueError(problem, ``{got}`` filled)."""
+def _must(ok: Any, problem: str) -> Any:  # a validator: ValueError(problem) unless ok(value)
     def check(value: Any) -> Any:
         if not ok(value):
             raise ValueError(problem.format(got=_show(value)))
@@ -98,17 +86,12 @@ def _must(ok: Callable[[Any], Any], problem: str) -> Callable[[Any], Any]:
     return check
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _naming(template: str) -> str:
     """Check an output name template: the field {study} and no folder separators."""
     if "/" in template or "\\" in template:
         raise ValueError("a file name, without '/'")
     try:
-        fields = [(name, spec, conv) for _, name, spec, conv
-                  in string.Formatter().parse(template) if name is not None]
+        fields = [f[1:] for f in string.Formatter().parse(template) if f[1] is not None]
     except ValueError as exc:
         raise ValueError(f"not a valid template ({exc}); write e.g. '{{study}}_tv'") from None
     for name, spec, conv in fields:
@@ -127,7 +110,7 @@ Text = Annotated[str, AfterValidator(_must(str.strip, "expected a non-empty stri
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = {"extra": "forbid", "frozen": True, "strict": True}
 
 
 class InputSpec(_Model):
@@ -157,7 +140,8 @@ class SolverSpec(_Model):
     """A method's name and every one of its parameters (None = the method's default)."""
 
     name: Literal[names()]  # type: ignore[valid-type]
-    params: Mapping[str, Any] = Field(MappingProxyType({}), description="null: default")
+    params: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}),
+                                      description="null: default")
 
 
 class Outputs(_Model):
@@ -170,24 +154,16 @@ class Outputs(_Model):
     report: bool = True
 
     def stem(self, study: str) -> str:
-        """The output file stem of a study (the input file's stem).
-
-        >>> Outputs(naming="{study}_tv").stem("knee01")
-        'knee01_tv'
-        """
+        """The output file stem of a study (the input file's stem)."""
         return self.naming.format(study=study)
 
 
 class Protocol(_Model):
-    """A validated site protocol; build it with :func:`load_protocol`.
-
-    >>> p = load_protocol("mri-cartesian-cgsense")
-    >>> p.input.kind, p.acquisition.trajectory, len(p.hash)
-    ('kspace', 'cartesian', 64)
-    """
+    """A validated site protocol; build it with :func:`load_protocol`."""
 
     version: Annotated[Literal[1], BeforeValidator(_must(
-        lambda v: _integer(v) and v == VERSION, "expected 1 (the only schema version), got {got}"))]
+        lambda v: type(v) is int and v == VERSION,
+        "expected 1 (the only schema version), got {got}"))]
     name: Text = Field(description="default: the file's stem")
     description: str = ""
     modality: Literal[MODALITIES]  # type: ignore[valid-type]
@@ -197,7 +173,7 @@ class Protocol(_Model):
     solver: SolverSpec
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     seed: Annotated[int, Field(ge=0, lt=2**64), BeforeValidator(_must(
-        lambda v: _integer(v) and 0 <= v < 2**64,
+        lambda v: type(v) is int and 0 <= v < 2**64,
         "expected an integer >= 0 (below 2**64), got {got}"))] = 0
     outputs: Outputs = Outputs()
     _source: Path | None = PrivateAttr(None)
@@ -231,56 +207,39 @@ class Protocol(_Model):
         return hash((self.hash, self.source))
 
 
-# -- public functions -----------------------------------------------------------------
 def shipped_protocols() -> list[str]:
-    """Names of the protocols shipped with medrecon, sorted.
-
-    >>> "ct-sparse-tv" in shipped_protocols()
-    True
-    """
+    """Names of the protocols shipped with medrecon, sorted."""
     folder = resources.files("medrecon.protocols")
     return sorted(p.name[:-len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def load_protocol(name_or_path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Protocol:
-    """Load, resolve (extends, then ``--set`` overrides) and validate a protocol.
-
-    ``name_or_path`` without "/" and without a .yaml/.yml suffix that is not an existing
-    file names a shipped protocol; anything else is a path.
-
-    >>> dict(load_protocol("ct-sparse-fbp", ["solver.params.filter=hann"]).solver.params)
-    {'filter': 'hann'}
-    """
+    """Load, resolve (extends, then ``--set`` overrides) and validate a protocol. A name
+    without "/" and .yaml/.yml suffix that is no existing file is a shipped protocol."""
     text = os.fspath(name_or_path)
-    path = _shipped_path(text, text, None) if _names_shipped(text, Path.cwd()) else Path(text)
+    path = _shipped(text, Path.cwd(), text, None) or Path(text)
     return _validate(_apply(_expand(_read_file(path), path, ()), overrides), path)
 
 
 def apply_overrides(raw_or_protocol: Protocol | Mapping[str, Any],
                     overrides: Sequence[str]) -> Protocol:
-    """Apply ``KEY=VALUE`` overrides (VALUE parsed as YAML) and validate the result.
-
-    ``raw_or_protocol`` is a loaded protocol or a plain protocol mapping (its ``extends``
-    and relative ``prior`` are resolved against the working folder).
-
-    >>> p = apply_overrides(load_protocol("ct-sparse-tv"), ["outputs.formats=[nifti,hdf5]"])
-    >>> p.outputs.formats
-    ('nifti', 'hdf5')
-    """
+    """Apply ``KEY=VALUE`` overrides (VALUE parsed as YAML) to a loaded protocol or a plain
+    protocol mapping (its ``extends`` and relative ``prior`` resolved against the working
+    folder) and validate the result."""
     if isinstance(raw_or_protocol, Protocol):
-        source, raw = raw_or_protocol.source, raw_or_protocol._raw
-    else:
-        source = None
-        raw = _expand(_from_mapping(raw_or_protocol, "<protocol>"), Path.cwd() / "<protocol>",
-                      ())
-    return _validate(_apply(raw, overrides), source)
+        return _validate(_apply(raw_or_protocol._raw, overrides), raw_or_protocol.source)
+    try:
+        text = yaml.dump(dict(raw_or_protocol), Dumper=_Dumper)
+    except (yaml.YAMLError, TypeError, ValueError) as exc:
+        raise InputError("<protocol>", None, f"not plain protocol data: {exc}") from None
+    data, raw = _parse_yaml(text, _Origin("<protocol>", None, Path.cwd()))
+    raw = _expand(_Raw(data, raw.origins), Path.cwd() / "<protocol>", ())
+    return _validate(_apply(raw, overrides), None)
 
 
 def protocol_yaml(protocol: Protocol) -> str:
-    """The resolved protocol as YAML, headed by comments with its source and hash.
-
-    Loading the text back gives a protocol with the same :attr:`Protocol.hash`.
-    """
+    """The resolved protocol as YAML, headed by comments with its source and hash (loading
+    the text back gives the same :attr:`Protocol.hash`)."""
     head = f"# medrecon protocol {protocol.name}"
     if protocol.source is not None:
         head += f", resolved from {protocol.source}"
@@ -291,51 +250,37 @@ def protocol_yaml(protocol: Protocol) -> str:
 
 def prior_reference(protocol: Protocol) -> str | None:
     """The prior a protocol's method needs ("default", a checkpoint, ``adm:PATH`` ...),
-    or None for a method without a prior.
-
-    >>> [prior_reference(load_protocol(n)) for n in ("ct-sparse-dds", "ct-sparse-tv")]
-    ['default', None]
-    """
+    or None for a method without a prior."""
     return protocol.prior if METHODS[protocol.solver.name].needs_prior else None
 
 
 def protocol_json_schema() -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) of a protocol file, for editors: each method's
-    parameters apply under its ``solver.name``.
-
-    >>> schema = protocol_json_schema()
-    >>> schema["properties"]["modality"]["enum"], "extends" in schema["properties"]
-    (['ct', 'mri'], True)
-    """
-    with warnings.catch_warnings():  # the frozen mapping default has no JSON form; fine
-        warnings.simplefilter("ignore")
-        schema = Protocol.model_json_schema()
+    """A JSON Schema (draft 2020-12) of a protocol file: each method's parameters apply
+    under its ``solver.name``."""
+    schema = Protocol.model_json_schema()
     schema["properties"]["extends"] = {"type": "string", "description": "a shipped protocol "
                                        "or a file in this file's folder; this file wins"}
     schema["required"] = [key for key in schema["required"] if key != "name"]
-    cases = []
-    for name, record in METHODS.items():
-        properties = record.params.model_json_schema().get("properties", {})
-        params = {"type": "object", "additionalProperties": False, "properties": {
-            key: {"anyOf": [value, {"type": "null"}], "description": value.get("description",
-                  key)} for key, value in properties.items()}}
-        cases.append({"if": {"properties": {"name": {"const": name}}},
-                      "then": {"properties": {"params": params}}})
-    schema["$defs"]["SolverSpec"]["allOf"] = cases
+    schema["$defs"]["SolverSpec"]["allOf"] = [
+        {"if": {"properties": {"name": {"const": name}}}, "then": {"properties": {"params": {
+            "type": "object", "additionalProperties": False, "properties": {
+                key: {"anyOf": [value, {"type": "null"}], "description": value.get(
+                    "description", key)} for key, value in record.params.model_json_schema().get(
+                        "properties", {}).items()}}}}} for name, record in METHODS.items()]
     return schema
 
 
-# -- YAML with lines ----------------------------------------------------------------------
+# -- YAML with lines, and the errors they name ----------------------------------------------
 Key = tuple[str | int, ...]  # a key's path, as pydantic's error locations: ("outputs", 0)
 
 
 class _Origin(NamedTuple):
-    """Where a key was set: a file and line, or a ``--set`` override."""
+    """Where a key was set: a file and line, or the ``--set`` of the dotted ``override``."""
 
     source: str
     line: int | None
-    base: Path                     # relative paths set here are resolved against it
-    override: str | None = None    # the dotted key of the --set that set it
+    base: Path  # relative paths set here are resolved against it
+    override: str | None = None
 
 
 class _Raw(NamedTuple):
@@ -343,6 +288,66 @@ class _Raw(NamedTuple):
 
     data: dict[str, Any]
     origins: dict[Key, _Origin]
+
+    def origin(self, path: Key) -> _Origin:
+        while path not in self.origins:
+            path = path[:-1]
+        return self.origins[path]
+
+    def solver(self) -> Any:
+        solver = self.data.get("solver")
+        return solver.get("name") if isinstance(solver, dict) else None
+
+    def drop_params(self, *, keep_overrides: bool) -> None:
+        solver = self.data.get("solver")
+        params = solver.get("params") if isinstance(solver, dict) else None
+        for key in list(params) if isinstance(params, dict) else ():
+            if not (keep_overrides and self.origin(("solver", "params", key)).override):
+                del params[key]
+
+    def fail(self, path: Key, problem: str) -> NoReturn:
+        """Raise the InputError of ``path``: "FILE: KEY (line N): problem"."""
+        origin, key = self.origin(path), _dotted(path) or None
+        if origin.line is not None and (key or origin.line > 1):
+            key = f"{key} (line {origin.line})" if key else f"line {origin.line}"
+        raise InputError(origin.source, None if key == origin.override else key, problem)
+
+    def reject(self, exc: ValidationError, model: Any, prefix: Key = (),
+               what: str = "") -> NoReturn:
+        """Raise the InputError of the first error of ``exc`` (locations under ``prefix``)."""
+        error = exc.errors(include_url=False)[0]
+        kind, value, ctx, loc = error["type"], error.get("input"), error.get("ctx", {}), tuple(
+            error["loc"])
+        where = (*prefix, *loc)
+        if kind == "missing":  # named with the line of the mapping it is missing from
+            origin, key, within = self.origin(where[:-1]), _dotted(where), _dotted(where[:-1])
+            within = f" from '{within}' (line {origin.line})" if within and origin.line else ""
+            raise InputError(origin.source, None if key == origin.override else key,
+                             f"required field is missing{within}")
+        if not loc and str(ctx.get("error", "")).split(" ")[0] in model.model_fields:
+            loc = (str(ctx["error"]).split(" ")[0],)  # a check of two fields names the first
+        parent = model  # the model that holds loc[-1], if any
+        for part in loc[:-1]:
+            parent = getattr(parent and isinstance(part, str) and parent.model_fields.get(part),
+                             "annotation", None)
+            parent = None if not isinstance(parent, type) or not issubclass(
+                parent, BaseModel) else parent
+        info = parent.model_fields.get(loc[-1]) if parent is not None and loc else None
+        keys = [*parent.model_fields, *["extends"] * (parent is Protocol)] if parent else []
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", "")) or [ctx.get("expected")]
+        bounds = [f"{_SIGNS[a]} {getattr(m, a)}" for m in (info.metadata if info else ())
+                  for a in ("gt", "ge", "lt", "le") if getattr(m, a, None) is not None]
+        g = [f"{v:g}" if isinstance(v, float) else v for v in (*ctx.values(), value)]
+        self.fail((*prefix, *loc), _PROBLEMS.get(kind.split("_")[0], "expected {msg}, got {got}")
+                  .format(got=_show(value), msg=error["msg"], error=ctx.get("error"), what=what,
+                          bounds="".join(f" {b}" for b in bounds), shown=g[-1],
+                          bound=" ".join(f"{_SIGNS.get(kind)} {v}" for v in g[:-1]),
+                          keys=f"one of {', '.join(keys)}" if keys else "none",
+                          choices=f"one of {', '.join(choices)}" if choices[1:] else choices[0]))
+
+
+def _dotted(path: Key) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 class _Loader(yaml.SafeLoader):
@@ -362,14 +367,8 @@ _Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", data, flow_style=True))
 
 
-def _dotted(path: Key) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-
-
 def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> tuple[Any, _Raw]:
-    """Parse YAML text into plain values, with the line of every key under ``prefix``."""
-    loader = _Loader(text)
-    raw = _Raw({}, {})
+    loader, raw = _Loader(text), _Raw({}, {prefix: origin})
     budget, lines = [MAX_NODES], {}
 
     def at(path: Key, node: yaml.Node) -> Key:
@@ -380,104 +379,73 @@ def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> tuple[Any, _Raw
     def plain(node: yaml.Node, path: Key) -> Any:
         budget[0] -= 1
         if budget[0] < 0:
-            _fail(raw, at(path, node), f"more than {MAX_NODES} values (aliases?); not a protocol")
+            raw.fail(at(path, node), f"more than {MAX_NODES} values (aliases?); not a protocol")
         if isinstance(node, yaml.ScalarNode):
             return loader.construct_object(node, deep=True)
         if node.tag not in ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"):
-            _fail(raw, at(path, node), f"unsupported tag {node.tag}")
+            raw.fail(at(path, node), f"unsupported tag {node.tag}")
         if isinstance(node, yaml.SequenceNode):
             return [plain(item, at((*path, i), item)) for i, item in enumerate(node.value)]
         mapping: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                _fail(raw, at((*path, "<<"), key_node),
-                      "YAML merge keys (<<) are not supported; use extends")
+                raw.fail(at((*path, "<<"), key_node),
+                         "YAML merge keys (<<) are not supported; use extends")
             if not isinstance(key_node, yaml.ScalarNode):
-                _fail(raw, at(path, key_node), "keys must be non-empty strings, got a collection")
+                raw.fail(at(path, key_node), "keys must be non-empty strings, got a collection")
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str) or not key:
-                _fail(raw, at((*path, str(key)), key_node),
-                      f"keys must be non-empty strings, got {_show(key)}")
+                raw.fail(at((*path, str(key)), key_node),
+                         f"keys must be non-empty strings, got {_show(key)}")
             if key in mapping:
-                _fail(raw, at((*path, key), key_node),
-                      f"duplicate key (first at line {lines[(*path, key)]})")
+                raw.fail(at((*path, key), key_node),
+                         f"duplicate key (first at line {lines[(*path, key)]})")
             lines[(*path, key)] = key_node.start_mark.line + 1
             mapping[key] = plain(value_node, at((*path, key), key_node))
         return mapping
 
-    raw.origins[prefix] = origin
     try:
         node = loader.get_single_node()
-        return (None if node is None else plain(node, at(prefix, node))), raw
+        return (None if node is None else plain(node, prefix)), raw
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        mark, problem = exc.problem_mark or exc.context_mark, " ".join(
+            str(p) for p in (exc.context, exc.problem) if p)
         if origin.override is not None:
             raise InputError(origin.source, None, f"value is not valid YAML: {problem}") from None
-        where = None if mark is None else f"line {mark.line + 1}"
-        raise InputError(origin.source, where, f"not valid YAML: {problem}") from None
+        raise InputError(origin.source, mark and f"line {mark.line + 1}",
+                         f"not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise InputError(origin.source, None, f"not valid YAML: {exc}") from None
     finally:
         loader.dispose()
 
 
-def _origin_of(raw: _Raw, path: Key) -> _Origin:
-    """The origin of ``path``, or of its nearest ancestor that has one."""
-    while path not in raw.origins:
-        path = path[:-1]
-    return raw.origins[path]
-
-
-def _fail(raw: _Raw, path: Key, problem: str, *, missing_from: Key | None = None) -> NoReturn:
-    """Raise the InputError of ``path``: "FILE: KEY (line N): problem"."""
-    origin = _origin_of(raw, path if missing_from is None else missing_from)
-    key = _dotted(path) or None
-    if origin.override is not None:
-        raise InputError(origin.source, None if key == origin.override else key, problem)
-    if missing_from is not None:
-        if missing_from and origin.line:
-            problem += f" from '{_dotted(missing_from)}' (line {origin.line})"
-    elif key and origin.line is not None:
-        key = f"{key} (line {origin.line})"
-    elif origin.line is not None and origin.line > 1:
-        key = f"line {origin.line}"
-    raise InputError(origin.source, key, problem)
-
-
-# -- reading, extends, overrides -------------------------------------------------------------
-def _names_shipped(text: str, base: Path) -> bool:
-    return ("/" not in text and "\\" not in text and not text.endswith((".yaml", ".yml"))
-            and not (base / text).exists())
-
-
-def _shipped_path(name: str, source: str, key: str | None) -> Path:
-    path = Path(str(resources.files("medrecon.protocols").joinpath(f"{name}.yaml")))
+# -- reading, extends, overrides, validation --------------------------------------------------
+def _shipped(text: str, base: Path, source: str, key: str | None) -> Path | None:
+    if "/" in text or "\\" in text or text.endswith((".yaml", ".yml")) or (base / text).exists():
+        return None
+    path = Path(str(resources.files("medrecon.protocols").joinpath(f"{text}.yaml")))
     if not path.is_file():
-        raise InputError(source, key, f"no protocol file {name!r} and no shipped protocol of "
+        raise InputError(source, key, f"no protocol file {text!r} and no shipped protocol of "
                                       f"that name; shipped: {', '.join(shipped_protocols())}")
     return path
 
 
 def _read_file(path: Path) -> _Raw:
-    if not path.exists():
-        raise InputError(path, None, "no such protocol file")
-    if path.is_dir():
-        raise InputError(path, None, "is a folder, not a protocol file")
+    if not path.exists() or path.is_dir():
+        raise InputError(path, None, "is a folder, not a protocol file" if path.exists() else
+                         "no such protocol file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(path, None, "not a text (UTF-8) file") from None
     except OSError as exc:
         raise InputError(path, None, f"cannot be read: {exc.strerror or exc}") from None
-    origin = _Origin(str(path), 1, path.parent)
-    data, raw = _parse_yaml(text, origin)
-    if data is None:
-        raise InputError(path, None, "empty; a protocol is a YAML mapping (version: 1, ...)")
+    data, raw = _parse_yaml(text, _Origin(str(path), 1, path.parent))
     if not isinstance(data, dict):
-        raise InputError(path, None, f"not a YAML mapping (found {type(data).__name__}); "
-                                     "a protocol starts with version: 1")
-    raw.origins[()] = origin
+        raise InputError(path, None, "empty; a protocol is a YAML mapping (version: 1, ...)"
+                         if data is None else f"not a YAML mapping (found {type(data).__name__}"
+                         "); a protocol starts with version: 1")
     return _Raw(data, raw.origins)
 
 
@@ -487,19 +455,15 @@ def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:
         return raw
     value = raw.data.pop("extends")
     if not isinstance(value, str) or not value:
-        _fail(raw, ("extends",), f"expected a shipped protocol name or a path, got {_show(value)}")
-    origin = _origin_of(raw, ("extends",))
+        raw.fail(("extends",), f"expected a shipped protocol name or a path, got {_show(value)}")
+    origin, folder = raw.origin(("extends",)), path.parent.resolve()
     source, key = origin.source, f"extends (line {origin.line})" if origin.line else "extends"
-    folder = path.parent.resolve()
-    if _names_shipped(value, path.parent):
-        parent = _shipped_path(value, source, key)
-    elif Path(value).expanduser().is_absolute() or not (folder / value).resolve().is_relative_to(
-            folder):
+    parent = _shipped(value, path.parent, source, key)
+    if parent is None and (Path(value).expanduser().is_absolute() or not (
+            folder / value).resolve().is_relative_to(folder)):
         raise InputError(source, key, f"{value!r} is outside this protocol's folder {folder}; "
                                       "extend a shipped protocol or a file in that folder")
-    else:
-        parent = path.parent / value
-    seen = (*chain, path.resolve())
+    parent, seen = parent or path.parent / value, (*chain, path.resolve())
     if parent.resolve() in seen:
         loop = [str(p) for p in seen[seen.index(parent.resolve()):]] + [str(parent.resolve())]
         raise InputError(source, key, f"extends makes a cycle: {' -> '.join(loop)}")
@@ -507,43 +471,14 @@ def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:
         raise InputError(source, key, f"no such protocol file {parent}")
     base = _expand(_read_file(parent), parent, seen)
     base.data.pop("name", None)  # a name is never inherited
-    if _solver_name(raw.data) not in (None, _solver_name(base.data)):
-        _drop_params(base, keep_overrides=False)  # parameters belong to their method
-    _merge_into(base.data, raw.data)
-    return _Raw(base.data, {**base.origins, **raw.origins})
+    if raw.solver() not in (None, base.solver()):
+        base.drop_params(keep_overrides=False)
 
+    def merge(into: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+        return {**into, **{k: merge(into[k], v) if isinstance(v, dict) and isinstance(
+            into.get(k), dict) else v for k, v in top.items()}}  # lists replace too
 
-def _solver_name(data: Mapping[str, Any]) -> Any:
-    solver = data.get("solver")
-    return solver.get("name") if isinstance(solver, dict) else None
-
-
-def _drop_params(raw: _Raw, *, keep_overrides: bool) -> None:
-    """Forget the solver parameters (except those set by --set) when the solver changes."""
-    solver = raw.data.get("solver")
-    params = solver.get("params") if isinstance(solver, dict) else None
-    for key in list(params) if isinstance(params, dict) else ():
-        if not (keep_overrides and _origin_of(raw, ("solver", "params", key)).override):
-            del params[key]
-
-
-def _merge_into(base: dict[str, Any], top: Mapping[str, Any]) -> None:
-    """Deep-merge ``top`` into ``base``: mappings merge, everything else (lists too) replaces."""
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge_into(base[key], value)
-        else:
-            base[key] = value
-
-
-def _from_mapping(mapping: Mapping[str, Any], source: str) -> _Raw:
-    """A plain protocol mapping as a raw protocol (no lines to name)."""
-    try:
-        text = yaml.dump(dict(mapping), Dumper=_Dumper)
-    except (yaml.YAMLError, TypeError, ValueError) as exc:
-        raise InputError(source, None, f"not plain protocol data: {exc}") from None
-    data, raw = _parse_yaml(text, _Origin(source, None, Path.cwd()))
-    return _Raw(data, raw.origins)
+    return _Raw(merge(base.data, raw.data), {**base.origins, **raw.origins})
 
 
 def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
@@ -551,8 +486,7 @@ def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
     raw = _Raw(copy.deepcopy(raw.data), dict(raw.origins))
     for item in [overrides] if isinstance(overrides, str) else overrides:
         key, sep, text = item.partition("=")
-        key = key.strip()
-        parts = tuple(key.split("."))
+        parts = tuple((key := key.strip()).split("."))
         if not sep or not all(parts):
             raise InputError(f"--set {item}", None,
                              "expected KEY=VALUE with a dotted KEY, e.g. solver.params.weight=1e-3")
@@ -560,13 +494,10 @@ def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
             raise InputError(f"--set {key}", None, "extends cannot be overridden; write a "
                                                    "protocol file that extends this one")
         origin = _Origin(f"--set {key}", None, Path.cwd(), override=key)
-        value, _ = _parse_yaml(text, origin, prefix=parts)
-        before = _solver_name(raw.data)
-        node = raw.data
+        (value, _), before, node = _parse_yaml(text, origin, prefix=parts), raw.solver(), raw.data
         for i, part in enumerate(parts[:-1]):
             if node.get(part) is None:
-                node[part] = {}
-                raw.origins[parts[:i + 1]] = origin
+                node[part], raw.origins[parts[:i + 1]] = {}, origin
             elif not isinstance(node[part], dict):
                 raise InputError(f"--set {key}", None, f"{'.'.join(parts[:i + 1])} is "
                                                        f"{_show(node[part])}, not a mapping")
@@ -575,123 +506,57 @@ def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
         for path in [p for p in raw.origins if p[:len(parts)] == parts]:
             del raw.origins[path]
         raw.origins[parts] = origin
-        if parts[0] == "solver" and len(parts) <= 2 and _solver_name(raw.data) != before:
-            _drop_params(raw, keep_overrides=True)  # parameters belong to their method
+        if parts[0] == "solver" and len(parts) <= 2 and raw.solver() != before:
+            raw.drop_params(keep_overrides=True)
     return raw
-
-
-# -- validation -------------------------------------------------------------------------------
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-           "less_than_equal": "<="}
-
-
-def _model_at(model: type[BaseModel], path: Key) -> type[BaseModel] | None:
-    for part in path:
-        info = model.model_fields.get(part) if isinstance(part, str) else None
-        if info is None or not (isinstance(info.annotation, type)
-                                and issubclass(info.annotation, BaseModel)):
-            return None
-        model = info.annotation
-    return model
-
-
-def _problem(error: Mapping[str, Any], model: type[BaseModel], what: str = "") -> str:
-    """One pydantic error (location relative to ``model``) in the words of this module."""
-    kind, value, ctx, loc = error["type"], error.get("input"), error.get("ctx", {}), error["loc"]
-    parent = _model_at(model, loc[:-1])
-    info = parent.model_fields.get(loc[-1]) if parent is not None and loc else None
-    bounds = "".join(f" {sign} {getattr(m, attr)}" for m in (info.metadata if info else ())
-                     for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-                     if getattr(m, attr, None) is not None)
-    if kind == "extra_forbidden" and parent is not None:
-        keys = [*parent.model_fields, *(["extends"] if parent is Protocol else [])]
-        return f"unknown key{what}; expected " + (f"one of {', '.join(keys)}" if keys else "none")
-    if kind in _BOUNDS:
-        bound, shown = (f"{v:g}" if isinstance(v, float) else v for v in (*ctx.values(), value))
-        return f"must be {_BOUNDS[kind]} {bound}, got {shown}"
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", ctx["expected"]) or [ctx["expected"]]
-        expected = choices[0] if len(choices) == 1 else f"one of {', '.join(choices)}"
-        return f"expected {expected}, got {_show(value)}"
-    if kind in ("value_error", "assertion_error"):
-        return str(ctx["error"])
-    expected = {"int": f"an integer{bounds}", "float": f"a number{bounds}",
-                "bool": "true or false", "string": "a string", "dict": "a mapping",
-                "model": "a mapping", "tuple": "a non-empty list", "too": "a non-empty list",
-                "finite": "a finite number"}.get(kind.split("_")[0])
-    return f"expected {expected or error['msg']}, got {_show(value)}"
-
-
-def _raise(raw: _Raw, exc: ValidationError, model: type[BaseModel], prefix: Key = (),
-           what: str = "") -> NoReturn:
-    """Raise the InputError of the first error of ``exc`` (locations under ``prefix``)."""
-    error = exc.errors(include_url=False)[0]
-    loc = tuple(error["loc"])
-    if error["type"] == "missing":
-        _fail(raw, (*prefix, *loc), "required field is missing", missing_from=(*prefix,
-                                                                                *loc[:-1]))
-    first = str(error.get("ctx", {}).get("error", "")).split(" ")[0]
-    if not loc and first in model.model_fields:  # a check of two fields names the first
-        loc = (first,)
-    _fail(raw, (*prefix, *loc), _problem({**error, "loc": loc}, model, what))
 
 
 def _validate(raw: _Raw, source: Path | None) -> Protocol:
     """The typed protocol from a resolved raw protocol, or the InputError of its first flaw."""
-    data = dict(raw.data)
+    data = {**raw.data, **{k: {} for k in ("input", "acquisition", "outputs")
+                           if raw.data.get(k) is None}}
     if "name" not in data and source is not None:
         data["name"] = source.stem
-    for key in ("input", "acquisition", "outputs"):
-        data[key] = {} if data.get(key) is None else data[key]
     if isinstance(data.get("solver"), dict) and data["solver"].get("params") is None:
         data["solver"] = {**data["solver"], "params": {}}
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
-        _raise(raw, exc, Protocol)
-    modality, name = protocol.modality, protocol.solver.name
-    kind = protocol.input.kind or INPUT_KINDS[modality]
-    if kind != INPUT_KINDS[modality]:
-        _fail(raw, ("input", "kind"), f"a {modality} protocol reads {INPUT_KINDS[modality]}, "
-                                      f"got {_show(kind)}")
-    for key in ACQUISITION_KEYS["ct"] + ACQUISITION_KEYS["mri"]:
-        if key not in ACQUISITION_KEYS[modality] and getattr(protocol.acquisition, key) is not None:
-            other = "mri" if modality == "ct" else "ct"
-            _fail(raw, ("acquisition", key), f"only for {other} protocols (this one is {modality}"
-                  f"); expected one of {', '.join(ACQUISITION_KEYS[modality])}")
-    record = METHODS[name]
+        raw.reject(exc, Protocol)
+    modality, name, prior, record = (protocol.modality, protocol.solver.name, protocol.prior,
+                                     METHODS[protocol.solver.name])
+    if (kind := protocol.input.kind or INPUT_KINDS[modality]) != INPUT_KINDS[modality]:
+        raw.fail(("input", "kind"), f"a {modality} protocol reads {INPUT_KINDS[modality]}, "
+                                    f"got {_show(kind)}")
+    other = "mri" if modality == "ct" else "ct"
+    for key in [k for k in ACQUISITION_KEYS[other] if getattr(protocol.acquisition, k) is not None]:
+        raw.fail(("acquisition", key), f"only for {other} protocols (this one is {modality}); "
+                                       f"expected one of {', '.join(ACQUISITION_KEYS[modality])}")
     if modality not in record.modalities:
-        _fail(raw, ("solver", "name"), f"{name} does not reconstruct {modality}; {modality} "
-                                       f"solvers: {', '.join(names(modality))}")
-    given = protocol.solver.params
+        raw.fail(("solver", "name"), f"{name} does not reconstruct {modality}; {modality} "
+                                     f"solvers: {', '.join(names(modality))}")
     try:
-        checked = record.parameters(modality, given)
+        checked = record.parameters(modality, given := protocol.solver.params)
     except ValidationError as exc:
-        _raise(raw, exc, record.params, ("solver", "params"), f" for {name}")
-    params = {key: None if given.get(key) is None else getattr(checked, key)
-              for key in record.params.model_fields}
-    prior = protocol.prior if protocol.prior == DEFAULT_PRIOR else _prior(raw, protocol.prior,
-                                                                        record.needs_prior, name)
+        raw.reject(exc, record.params, ("solver", "params"), f" for {name}")
+    if prior != DEFAULT_PRIOR:  # a checkpoint (PATH or KIND:PATH), checked and made absolute
+        if not record.needs_prior:
+            raw.fail(("prior",), f"{name} uses no prior; a prior is for "
+                                 f"{', '.join(n for n, m in METHODS.items() if m.needs_prior)} "
+                                 "(leave it out or write 'default')")
+        prefix, sep, target = prior.partition(":")
+        prefix, target = (prefix, target) if sep and prefix in PRIOR_KINDS else ("", prior)
+        path = raw.origin(("prior",)).base / Path(target).expanduser()
+        if path.suffix.lower() not in PRIOR_SUFFIXES:
+            raw.fail(("prior",), "expected 'default' or a checkpoint file (.pt), perhaps as "
+                                 f"adm:PATH or ncsnpp:PATH, got {prior!r}")
+        if not path.is_file():
+            raw.fail(("prior",), f"no such checkpoint file {path}")
+        prior = f"{prefix}:{path.resolve()}" if prefix else str(path.resolve())
+    params = {k: None if given.get(k) is None else getattr(checked, k)
+              for k in record.params.model_fields}
     protocol = protocol.model_copy(update={
         "input": protocol.input.model_copy(update={"kind": kind}), "prior": prior,
         "solver": protocol.solver.model_copy(update={"params": MappingProxyType(params)})})
     protocol._source, protocol._raw = source, raw
     return protocol
-
-
-def _prior(raw: _Raw, prior: str, needed: bool, name: str) -> str:
-    """A checkpoint reference (``PATH`` or ``KIND:PATH``) with its path checked and absolute."""
-    if not needed:
-        users = ", ".join(n for n, m in METHODS.items() if m.needs_prior)
-        _fail(raw, ("prior",), f"{name} uses no prior; a prior is for {users} (leave it out or "
-                               "write 'default')")
-    kind, sep, target = prior.partition(":")
-    if not (sep and kind in PRIOR_KINDS):
-        kind, target = "", prior
-    path = _origin_of(raw, ("prior",)).base / Path(target).expanduser()
-    if path.suffix.lower() not in PRIOR_SUFFIXES:
-        _fail(raw, ("prior",), "expected 'default' or a checkpoint file (.pt), perhaps as "
-                               f"adm:PATH or ncsnpp:PATH, got {prior!r}")
-    if not path.is_file():
-        _fail(raw, ("prior",), f"no such checkpoint file {path}")
-    return f"{kind}:{path.resolve()}" if kind else str(path.resolve())

@@ -12,7 +12,6 @@ import torch
 
 from medrecon.operators.base import Identity, MatrixOperator, Multiply, randn
 from medrecon.operators.wavelet import Wavelet2D
-from medrecon.solvers import SOLVERS, solve
 from medrecon.solvers.cgsense import cgsense
 from medrecon.solvers.classical import tv, tv_objective
 from medrecon.solvers.l1wavelet import l1wavelet, l1wavelet_objective, soft_threshold
@@ -310,18 +309,6 @@ def test_tv_handles_complex_multicoil_problems():
 
 
 # --------------------------------------------------------------------------- contract
-def test_method_table_and_solve():
-    assert (SOLVERS["zf"], SOLVERS["cgsense"], SOLVERS["l1wavelet"]) == (
-        zero_filled, cgsense, l1wavelet)
-    A = _coils(8, 2, seed=21)
-    y = randn((2, 8, 8), C128, "cpu", _gen(22))
-    for method, params in (("zf", {}), ("cgsense", {"n_iter": 3}),
-                           ("l1wavelet", {"weight": 0.1, "n_iter": 3, "wavelet": "haar"})):
-        result = solve(method, Problem(A, y), **params)
-        assert result.method == method and result.timings["total"] >= 0
-        assert result.image.shape == (8, 8) and result.image.dtype == C128
-
-
 @pytest.mark.parametrize("solver,params,message", [
     (cgsense, {"weight": -1.0}, "weight"),
     (cgsense, {"weight": math.nan}, "weight"),

@@ -10,10 +10,10 @@ import torch
 from medrecon.cli import main
 from medrecon.data.dicom import read_dicom
 from medrecon.data.kspace import FastMRIFile
+from medrecon.data.kspace_simulate import simulate_kspace
 from medrecon.data.kspace_write import write_kspace_file
 from medrecon.data.mr_phantom import mr_phantom
 from medrecon.data.nifti import read_nifti
-from medrecon.data.kspace_simulate import simulate_kspace
 from medrecon.run import reconstruct_study
 from medrecon.studies import open_study
 from medrecon.studies.mri import calibration_width, centre_crop, fastmri_metrics
@@ -105,11 +105,18 @@ def small_file(tmp_path_factory):
     return path
 
 
+def test_recon_mri_refuses_a_parameter_the_method_does_not_take(capsys, small_file, tmp_path):
+    expect_bad_input(capsys, "recon", "mri", small_file, "--method", "zf", "--iterations", 10,
+                     "-o", tmp_path / "zf.h5", names="--iterations", says="zf takes no")
+    assert not (tmp_path / "zf.h5").exists()
+
+
 @pytest.mark.parametrize("method", ["zf", "cgsense", "l1wavelet", "tv"])
 def test_recon_mri_each_method(capsys, small_file, tmp_path, method):
     out = tmp_path / f"{method}.h5"
+    iterations = [] if method == "zf" else ["--iterations", "10"]  # zf takes none
     code, stdout, _ = run(capsys, "recon", "mri", small_file, "--method", method,
-                          "--iterations", "10", "-o", out)
+                          *iterations, "-o", out)
     assert code == 0 and "psnr" in stdout
     with h5py.File(out, "r") as f:
         recon = f["reconstruction"][()]

@@ -134,9 +134,10 @@ def _radial_tasks(c: float = 5.0) -> tuple[MRITask, MRITask]:
             MRITask(Problem(A * c, c * y), radius, 1.0))
 
 
-QUICK_SETTINGS = {"cgsense": {"iterations": 15}, "tv": {"iterations": 20},
-                  "l1wavelet": {"iterations": 20},
-                  "dds": {"steps": 3, "cg_iter": 5}}
+QUICK_SETTINGS = {  # weights where the regularisation shows (checked: absolute weights fail)
+    "cgsense": {"iterations": 15}, "tv": {"iterations": 20},
+    "l1wavelet": {"iterations": 20, "weight": 1e-2},
+    "dds": {"steps": 3, "cg_iter": 5, "relative_gamma": 1.0}}
 
 
 @pytest.mark.parametrize("name", sorted(QUICK_SETTINGS))
@@ -157,19 +158,25 @@ def test_relative_weights_ignore_the_operators_scaling(name):
 
 def test_cartesian_and_nufft_operators_of_one_scan_agree():
     """A fully sampled 32 x 32 scan through the orthonormal FFT and through the NUFFT
-    at the same grid points (whose scaling is about ``sqrt(N)`` larger): CG-SENSE with
-    one relative weight gives one image. A strong weight (1) makes the point: with it
-    absolute, the Cartesian image would be halved and the NUFFT one nearly not."""
+    at the same grid points, plain (this NUFFT is normalised like the FFT: both norms
+    are 1) and scaled by ``sqrt(N) = 32`` as an unnormalised NUFFT would be (e.g.
+    torchkbnufft's default): CG-SENSE with one relative weight gives one image. A strong
+    weight (1) makes the point: with it absolute, the Cartesian image would be halved
+    and the scaled NUFFT one nearly not."""
     image = torch.as_tensor(mr_phantom(SIZE, seed=3), dtype=torch.complex64)
     cartesian = CartesianMRI((SIZE, SIZE))
     k = 2 * math.pi * (torch.arange(SIZE, dtype=torch.float32) - SIZE // 2) / SIZE
     grid = torch.stack(torch.meshgrid(k, k, indexing="ij")).reshape(2, -1)
     nufft = NonCartesianMRI((SIZE, SIZE), grid)
-    tasks = [MRITask(Problem(A, A(image)), torch.linalg.vector_norm(grid, dim=0), 1.0)
-             for A in (cartesian, nufft)]
-    assert tasks[1].operator_norm() > 10 * tasks[0].operator_norm()  # about 32 against 1
+    radius = torch.linalg.vector_norm(grid, dim=0)
+    tasks = [MRITask(Problem(A, A(image)), radius, 1.0)
+             for A in (cartesian, nufft, nufft * float(SIZE))]
+    norms = [task.operator_norm() for task in tasks]
+    assert norms[0] == pytest.approx(1.0, rel=1e-3) and norms[1] == pytest.approx(1.0, rel=1e-2)
+    assert norms[2] == pytest.approx(SIZE * norms[1], rel=1e-4)
     cgsense = METHODS["cgsense"]
     params = cgsense.parameters("mri", {"weight": 1.0})
     images = [cgsense.run(task, params).image for task in tasks]
-    assert _relative_difference(images[1], images[0]) < 0.02
     assert _relative_difference(images[0], image / 2) < 0.02
+    assert _relative_difference(images[1], images[0]) < 0.02
+    assert _relative_difference(images[2], images[0]) < 0.02

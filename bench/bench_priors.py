@@ -32,16 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medrecon.ct_pipeline import reconstruct_sinogram, solver_params
+from medrecon.data.kspace_simulate import simulate_kspace
 from medrecon.data.kspace_write import write_kspace_file
 from medrecon.data.mni import HELDOUT_SLICES, mni152_slice
 from medrecon.data.mr_phantom import mr_phantom
 from medrecon.data.phantom import ct_phantom
-from medrecon.data.priors import default_prior_path
-from medrecon.data.sinogram import simulate_sinogram
-from medrecon.mri_pipeline import reconstruct_kspace_file, simulate_kspace
+from medrecon.data.sinogram_simulate import simulate_sinogram
 from medrecon.operators.ct_geometry import CTGeometry
-from medrecon.priors.checkpoint import load_prior
+from medrecon.priors.defaults import load_named_prior
+from medrecon.run import reconstruct_study
+from medrecon.studies import open_study
+from medrecon.studies.ct import CTStudy
 
 CT_CLASSICAL = ("fbp", "tv")
 MRI_CLASSICAL = ("cgsense", "l1wavelet")
@@ -77,11 +78,12 @@ def ct_runs(image: np.ndarray, pixel: float, views: int, prior) -> Run:
     sino = simulate_sinogram(image, geometry, noise="poisson:2e5",
                              generator=torch.Generator().manual_seed(views))
 
+    study = CTStudy(Path(f"ct_{views}_views"), sino)
+
     def run(method: str) -> tuple[dict[str, float], int]:
-        params = solver_params(method, sino, prior=prior,
-                               generator=torch.Generator().manual_seed(0))
-        result = reconstruct_sinogram(sino, method, params)
-        return result.metrics, result.reconstruction.nfe
+        result = reconstruct_study(study, method, {}, prior=prior,
+                                   generator=torch.Generator().manual_seed(0))
+        return result.metrics, sum(r.nfe for r in result.records)
     return run
 
 
@@ -93,9 +95,10 @@ def mri_runs(image: np.ndarray, acceleration: int, prior, folder: Path) -> Run:
                       reference=sim.reference, image_shape=sim.image_shape)
 
     def run(method: str) -> tuple[dict[str, float], int]:
-        result = reconstruct_kspace_file(path, method, prior=prior,
-                                         generator=torch.Generator().manual_seed(0))
-        return result.metrics, sum(r.nfe for r in result.reconstructions)
+        with open_study(path, "mri") as study:
+            result = reconstruct_study(study, method, {}, prior=prior,
+                                       generator=torch.Generator().manual_seed(0))
+        return result.metrics, sum(r.nfe for r in result.records)
     return run
 
 
@@ -132,7 +135,7 @@ def main() -> None:
     print("| case | method | PSNR dB | SSIM | s / image | NFE | vs best classical |")
     print("|---|---|---|---|---|---|---|", flush=True)
     if args.only in (None, "ct"):
-        prior = load_prior(args.ct_prior or default_prior_path("ct"), modality="ct")
+        prior, _ = load_named_prior(args.ct_prior or "default", "ct")
         images = list(ct_images(args.images))
         for views in (30, 60):
             by_kind: dict[str, list[Run]] = {}
@@ -143,7 +146,7 @@ def main() -> None:
                                       CT_CLASSICAL):
                     print(row, flush=True)
     if args.only in (None, "mri"):
-        prior = load_prior(args.mri_prior or default_prior_path("mri"), modality="mri")
+        prior, _ = load_named_prior(args.mri_prior or "default", "mri")
         with tempfile.TemporaryDirectory() as tmp:
             images = list(mri_images(args.images))
             for acceleration in (4, 8):

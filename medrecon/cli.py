@@ -73,7 +73,7 @@ def recon_study(study, method_name: str, given: dict[str, object], output: Path,
     write_reconstruction(result.volume, output, method=result.method,
                          reference=result.reference, metrics=result.metrics)
     if result.std is not None:
-        suffix = "".join(output.suffixes) if output.suffix else ""
+        suffix = ".nii.gz" if output.name.lower().endswith(".nii.gz") else output.suffix
         std_path = output.with_name(output.name[:len(output.name) - len(suffix)] + "_std" +
                                     suffix)
         write_reconstruction(result.std, std_path, method=f"{result.method} std")

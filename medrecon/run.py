@@ -182,6 +182,18 @@ def study_options(protocol: Protocol) -> dict[str, object]:
     return {} if acquisition.calibration is None else {"calibration": acquisition.calibration}
 
 
+def open_checked(protocol: Protocol, path: Path) -> Study:
+    """The study of ``path``, opened once and checked against the protocol's acquisition
+    (closed again if it does not fit)."""
+    study = open_study(path, protocol.modality, **study_options(protocol))
+    try:
+        study.check(protocol.acquisition)
+    except BaseException:
+        study.close()
+        raise
+    return study
+
+
 def reconstruct_study(study: Study, method_name: str, given: Mapping[str, object], *,
                       prior=None, device: torch.device | str = "cpu",
                       generator: torch.Generator | None = None,
@@ -347,21 +359,15 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
                 outcomes.append(StudyOutcome(study, path, "skipped"))
                 continue
             try:
-                opened = open_study(path, protocol.modality, **study_options(protocol))
+                opened = open_checked(protocol, path)
             except Exception as exc:  # noqa: BLE001 - reported per study
                 unfit[path] = _one_line(exc)
-            else:
-                with opened:
-                    try:
-                        opened.check(protocol.acquisition)
-                    except InputError as exc:
-                        unfit[path] = _one_line(exc)
-                    else:
-                        outcomes.append(_run_study(protocol, opened, study, stem, outdir,
-                                                   prior, prior_path, device, label, echo))
-                        continue
-            echo(f"{label}: FAILED: {unfit[path]}")
-            outcomes.append(StudyOutcome(study, path, "failed", unfit[path]))
+                echo(f"{label}: FAILED: {unfit[path]}")
+                outcomes.append(StudyOutcome(study, path, "failed", unfit[path]))
+                continue
+            with opened:
+                outcomes.append(_run_study(protocol, opened, study, stem, outdir, prior,
+                                           prior_path, device, label, echo))
     if len(unfit) == len(paths):  # nothing could run: bad input, as before any work
         first = unfit[paths[0]]
         raise InputError(None, None, first if len(paths) == 1 else

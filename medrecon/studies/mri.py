@@ -12,7 +12,6 @@ conventions (data range = the reference volume's maximum).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,14 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError
-from medrecon.studies import BaseTask, MappedPrior, Study, StudyResult, problem_of
+from medrecon.studies import (
+    BaseTask,
+    MappedPrior,
+    Study,
+    StudyResult,
+    problem_of,
+    std_volume,
+)
 
 if TYPE_CHECKING:
     from medrecon.data.kspace import FastMRIFile
@@ -242,7 +248,7 @@ class MRIStudy(Study):
         origin = (-(cols - 1) / 2 * spacing[2], -(rows - 1) / 2 * spacing[1], 0.0)
         volume = Volume(array=array, spacing=spacing, origin=origin, orientation=np.eye(3),
                         modality="MR", units="a.u.")
-        std = replace(volume, array=np.stack(stds)) if stds else None
+        std = std_volume(volume, np.stack(stds)) if stds else None
         return StudyResult(volume, reference, std, metrics, records, self.facts)
 
     def _reference(self, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -355,29 +355,39 @@ def _device(name: str):
 @click.argument("data", nargs=-1, required=True)
 @click.option("--modality", type=click.Choice(["ct", "mri"]), required=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Checkpoint file (.pt); the loss curve is written beside it.")
-@click.option("--steps", type=click.IntRange(min=1), default=20000, show_default=True)
+              help="Checkpoint file (.pt); the loss curve is written beside it. Never the "
+                   "--init file.")
+@click.option("--init", "init", default=None, metavar="default|PRIOR.pt",
+              help="Fine-tune this prior instead of training from scratch: 'default' (the "
+                   "shipped prior of --modality) or a medrecon checkpoint. Its architecture, "
+                   "intensity map and sigma_data are kept.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Total steps [default: 20000; 300 with --init].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=click.IntRange(min=16), default=64, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4,
-              show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate [default: the resumed run's; else 2e-4, or 1e-4 "
+                   "with --init].")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999,
               show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
-              help="Continue from this checkpoint.")
+              help="Continue from this checkpoint (a fine-tuning run too; --init may be "
+                   "repeated and must then be the run's).")
 @click.option("--log-every", type=click.IntRange(min=1), default=50, show_default=True)
-def train_prior(data: tuple[str, ...], modality: str, output: Path, steps: int,
-                batch_size: int, crop: int, lr: float, ema_decay: float, seed: int,
-                device: str, resume: Path | None, log_every: int) -> None:
+def train_prior(data: tuple[str, ...], modality: str, output: Path, init: str | None,
+                steps: int | None, batch_size: int, crop: int, lr: float | None,
+                ema_decay: float, seed: int, device: str, resume: Path | None,
+                log_every: int) -> None:
     """Train a diffusion prior (EDM, UNet) on DATA: DICOM/NIfTI/fastMRI files or folders,
-    or 'phantom:N' (CT: N procedural phantom slices)."""
+    or 'phantom:N' (CT: N procedural phantom slices); with --init, fine-tune a prior on
+    them (e.g. a site's own scans)."""
     from medrecon.priors.training import train_prior_main
 
     path = train_prior_main(list(data), modality=modality, output=output, steps=steps,
                             batch_size=batch_size, crop=crop, lr=lr, ema_decay=ema_decay,
-                            seed=seed, device=_device(device), resume=resume,
+                            seed=seed, device=_device(device), resume=resume, init=init,
                             log_every=log_every)
     click.echo(f"wrote {path} (loss curve {path.with_name(path.stem + '_loss.png')})")
 

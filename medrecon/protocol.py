@@ -59,8 +59,7 @@ DEFAULT_PRIOR = "default"
 PRIOR_KINDS = ("medrecon", "adm", "ncsnpp")  # as medrecon.priors.defaults.KINDS (no torch)
 PRIOR_SUFFIXES = (".pt", ".pth")
 MAX_NODES = 10_000  # a protocol is small; this stops alias bombs
-_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "greater_than": ">", "less_than": "<",
-          "greater_than_equal": ">=", "less_than_equal": "<="}
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}  # pydantic's bounds (field and error)
 _PROBLEMS = {  # pydantic's error types (by first word) in this module's words
     "greater": "must be {bound}, got {shown}", "less": "must be {bound}, got {shown}",
     "value": "{error}", "assertion": "{error}", "extra": "unknown key{what}; expected {keys}",
@@ -86,8 +85,7 @@ def _must(ok: Any, problem: str) -> Any:  # a validator: ValueError(problem) unl
     return check
 
 
-def _naming(template: str) -> str:
-    """Check an output name template: the field {study} and no folder separators."""
+def _naming(template: str) -> str:  # an output name template: {study}, no folder separators
     if "/" in template or "\\" in template:
         raise ValueError("a file name, without '/'")
     try:
@@ -101,8 +99,6 @@ def _naming(template: str) -> str:
     if not fields:
         raise ValueError("must contain {study} (the input file's stem), "
                          "or studies overwrite each other")
-    if template.format(study="x").strip(".") == "":
-        raise ValueError("not a usable file name")
     return template
 
 
@@ -232,20 +228,17 @@ def apply_overrides(raw_or_protocol: Protocol | Mapping[str, Any],
         text = yaml.dump(dict(raw_or_protocol), Dumper=_Dumper)
     except (yaml.YAMLError, TypeError, ValueError) as exc:
         raise InputError("<protocol>", None, f"not plain protocol data: {exc}") from None
-    data, raw = _parse_yaml(text, _Origin("<protocol>", None, Path.cwd()))
-    raw = _expand(_Raw(data, raw.origins), Path.cwd() / "<protocol>", ())
-    return _validate(_apply(raw, overrides), None)
+    raw = _parse_yaml(text, _Origin("<protocol>", None, Path.cwd()))
+    return _validate(_apply(_expand(raw, Path.cwd() / "<protocol>", ()), overrides), None)
 
 
 def protocol_yaml(protocol: Protocol) -> str:
     """The resolved protocol as YAML, headed by comments with its source and hash (loading
     the text back gives the same :attr:`Protocol.hash`)."""
-    head = f"# medrecon protocol {protocol.name}"
-    if protocol.source is not None:
-        head += f", resolved from {protocol.source}"
+    source = "" if protocol.source is None else f", resolved from {protocol.source}"
     body = yaml.dump(protocol.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
                      width=100)
-    return f"{head}\n# sha256: {protocol.hash}\n{body}"
+    return f"# medrecon protocol {protocol.name}{source}\n# sha256: {protocol.hash}\n{body}"
 
 
 def prior_reference(protocol: Protocol) -> str | None:
@@ -272,21 +265,23 @@ def protocol_json_schema() -> dict[str, Any]:
 
 # -- YAML with lines, and the errors they name ----------------------------------------------
 Key = tuple[str | int, ...]  # a key's path, as pydantic's error locations: ("outputs", 0)
+_Loader = type("_Loader", (yaml.SafeLoader,), {})  # reads 1e-3 as a float (YAML 1.2)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+_Dumper = type("_Dumper", (yaml.SafeDumper,), {})  # writes lists in flow style: [nifti, hdf5]
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
 
 
-class _Origin(NamedTuple):
-    """Where a key was set: a file and line, or the ``--set`` of the dotted ``override``."""
-
+class _Origin(NamedTuple):  # where a key was set: a file and line, or the --set of `override`
     source: str
     line: int | None
     base: Path  # relative paths set here are resolved against it
     override: str | None = None
 
 
-class _Raw(NamedTuple):
-    """Parsed YAML (plain dicts, lists, scalars) and the origin of keys (nearest wins)."""
-
-    data: dict[str, Any]
+class _Raw(NamedTuple):  # parsed YAML (plain data) and where its keys were set (nearest wins)
+    data: Any
     origins: dict[Key, _Origin]
 
     def origin(self, path: Key) -> _Origin:
@@ -294,54 +289,49 @@ class _Raw(NamedTuple):
             path = path[:-1]
         return self.origins[path]
 
-    def solver(self) -> Any:
+    def solver(self, key: str = "name") -> Any:
         solver = self.data.get("solver")
-        return solver.get("name") if isinstance(solver, dict) else None
+        return solver.get(key) if isinstance(solver, dict) else None
 
     def drop_params(self, *, keep_overrides: bool) -> None:
-        solver = self.data.get("solver")
-        params = solver.get("params") if isinstance(solver, dict) else None
+        params = self.solver("params")
         for key in list(params) if isinstance(params, dict) else ():
             if not (keep_overrides and self.origin(("solver", "params", key)).override):
                 del params[key]
 
-    def fail(self, path: Key, problem: str) -> NoReturn:
-        """Raise the InputError of ``path``: "FILE: KEY (line N): problem"."""
+    def fail(self, path: Key, problem: str) -> NoReturn:  # "FILE: KEY (line N): problem"
         origin, key = self.origin(path), _dotted(path) or None
         if origin.line is not None and (key or origin.line > 1):
             key = f"{key} (line {origin.line})" if key else f"line {origin.line}"
         raise InputError(origin.source, None if key == origin.override else key, problem)
 
     def reject(self, exc: ValidationError, model: Any, prefix: Key = (),
-               what: str = "") -> NoReturn:
-        """Raise the InputError of the first error of ``exc`` (locations under ``prefix``)."""
+               what: str = "") -> NoReturn:  # the first error of exc, in this module's words
         error = exc.errors(include_url=False)[0]
         kind, value, ctx, loc = error["type"], error.get("input"), error.get("ctx", {}), tuple(
             error["loc"])
-        where = (*prefix, *loc)
         if kind == "missing":  # named with the line of the mapping it is missing from
-            origin, key, within = self.origin(where[:-1]), _dotted(where), _dotted(where[:-1])
+            path = (*prefix, *loc)
+            origin, key, within = self.origin(path[:-1]), _dotted(path), _dotted(path[:-1])
             within = f" from '{within}' (line {origin.line})" if within and origin.line else ""
             raise InputError(origin.source, None if key == origin.override else key,
                              f"required field is missing{within}")
-        if not loc and str(ctx.get("error", "")).split(" ")[0] in model.model_fields:
-            loc = (str(ctx["error"]).split(" ")[0],)  # a check of two fields names the first
+        if not loc and (first := str(ctx.get("error", "")).split(" ")[0]) in model.model_fields:
+            loc = (first,)  # a check of two fields names the first
         parent = model  # the model that holds loc[-1], if any
         for part in loc[:-1]:
-            parent = getattr(parent and isinstance(part, str) and parent.model_fields.get(part),
-                             "annotation", None)
-            parent = None if not isinstance(parent, type) or not issubclass(
-                parent, BaseModel) else parent
+            parent = getattr(parent and parent.model_fields.get(part), "annotation", None)
+            parent = parent if isinstance(parent, type) and issubclass(parent, BaseModel) else None
         info = parent.model_fields.get(loc[-1]) if parent is not None and loc else None
         keys = [*parent.model_fields, *["extends"] * (parent is Protocol)] if parent else []
         choices = re.findall(r"'([^']*)'", ctx.get("expected", "")) or [ctx.get("expected")]
-        bounds = [f"{_SIGNS[a]} {getattr(m, a)}" for m in (info.metadata if info else ())
-                  for a in ("gt", "ge", "lt", "le") if getattr(m, a, None) is not None]
+        bounds = "".join(f" {_SIGNS[a]} {getattr(m, a)}" for m in (info.metadata if info else ())
+                         for a in _SIGNS if getattr(m, a, None) is not None)
         g = [f"{v:g}" if isinstance(v, float) else v for v in (*ctx.values(), value)]
         self.fail((*prefix, *loc), _PROBLEMS.get(kind.split("_")[0], "expected {msg}, got {got}")
                   .format(got=_show(value), msg=error["msg"], error=ctx.get("error"), what=what,
-                          bounds="".join(f" {b}" for b in bounds), shown=g[-1],
-                          bound=" ".join(f"{_SIGNS.get(kind)} {v}" for v in g[:-1]),
+                          bounds=bounds, shown=g[-1],
+                          bound=" ".join(f"{_SIGNS.get(k)} {v}" for k, v in zip(ctx, g)),
                           keys=f"one of {', '.join(keys)}" if keys else "none",
                           choices=f"one of {', '.join(choices)}" if choices[1:] else choices[0]))
 
@@ -350,33 +340,16 @@ def _dotted(path: Key) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-class _Loader(yaml.SafeLoader):
-    """The safe loader, reading ``1e-3`` as a float (YAML 1.2) rather than a string."""
+def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> _Raw:
+    raw, budget = _Raw(None, {prefix: origin}), [MAX_NODES]
+    loader = None
 
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
-class _Dumper(yaml.SafeDumper):
-    """The safe dumper, writing lists in flow style: ``formats: [nifti, hdf5]``."""
-
-
-_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
-    "tag:yaml.org,2002:seq", data, flow_style=True))
-
-
-def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> tuple[Any, _Raw]:
-    loader, raw = _Loader(text), _Raw({}, {prefix: origin})
-    budget, lines = [MAX_NODES], {}
-
-    def at(path: Key, node: yaml.Node) -> Key:
+    def at(path: Key, node: yaml.Node) -> Key:  # path, its line noted (in a file)
         if origin.line is not None:
             raw.origins[path] = origin._replace(line=node.start_mark.line + 1)
         return path
 
-    def plain(node: yaml.Node, path: Key) -> Any:
+    def plain(node: yaml.Node, path: Key) -> Any:  # the data of node, checked
         budget[0] -= 1
         if budget[0] < 0:
             raw.fail(at(path, node), f"more than {MAX_NODES} values (aliases?); not a protocol")
@@ -387,6 +360,7 @@ def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> tuple[Any, _Raw
         if isinstance(node, yaml.SequenceNode):
             return [plain(item, at((*path, i), item)) for i, item in enumerate(node.value)]
         mapping: dict[str, Any] = {}
+        lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raw.fail(at((*path, "<<"), key_node),
@@ -398,26 +372,31 @@ def _parse_yaml(text: str, origin: _Origin, prefix: Key = ()) -> tuple[Any, _Raw
                 raw.fail(at((*path, str(key)), key_node),
                          f"keys must be non-empty strings, got {_show(key)}")
             if key in mapping:
-                raw.fail(at((*path, key), key_node),
-                         f"duplicate key (first at line {lines[(*path, key)]})")
-            lines[(*path, key)] = key_node.start_mark.line + 1
+                raw.fail(at((*path, key), key_node), f"duplicate key (first at line {lines[key]})")
+            lines[key] = key_node.start_mark.line + 1
             mapping[key] = plain(value_node, at((*path, key), key_node))
         return mapping
 
     try:
+        loader = _Loader(text)  # inside: the reader refuses control characters at once
         node = loader.get_single_node()
-        return (None if node is None else plain(node, prefix)), raw
-    except yaml.MarkedYAMLError as exc:
-        mark, problem = exc.problem_mark or exc.context_mark, " ".join(
-            str(p) for p in (exc.context, exc.problem) if p)
+        return raw._replace(data=None if node is None else plain(node, prefix))
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # ValueError: a scalar PyYAML cannot construct (a date such as 2001-02-30);
+        # RecursionError: nesting deeper than the composer's recursion allows
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = " ".join(str(p) for p in (getattr(exc, "context", None),
+                                              getattr(exc, "problem", None)) if p)
+        if isinstance(exc, RecursionError):
+            problem = "nested too deeply"
+        problem = problem or str(exc).splitlines()[0]
         if origin.override is not None:
             raise InputError(origin.source, None, f"value is not valid YAML: {problem}") from None
         raise InputError(origin.source, mark and f"line {mark.line + 1}",
                          f"not valid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(origin.source, None, f"not valid YAML: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # -- reading, extends, overrides, validation --------------------------------------------------
@@ -441,16 +420,15 @@ def _read_file(path: Path) -> _Raw:
         raise InputError(path, None, "not a text (UTF-8) file") from None
     except OSError as exc:
         raise InputError(path, None, f"cannot be read: {exc.strerror or exc}") from None
-    data, raw = _parse_yaml(text, _Origin(str(path), 1, path.parent))
-    if not isinstance(data, dict):
+    raw = _parse_yaml(text, _Origin(str(path), 1, path.parent))
+    if not isinstance(raw.data, dict):
         raise InputError(path, None, "empty; a protocol is a YAML mapping (version: 1, ...)"
-                         if data is None else f"not a YAML mapping (found {type(data).__name__}"
-                         "); a protocol starts with version: 1")
-    return _Raw(data, raw.origins)
+                         if raw.data is None else f"not a YAML mapping (found "
+                         f"{type(raw.data).__name__}); a protocol starts with version: 1")
+    return raw
 
 
-def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:
-    """Resolve ``extends`` of ``raw`` (read from ``path``): the parents' merge under it."""
+def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:  # the parents under raw
     if "extends" not in raw.data:
         return raw
     value = raw.data.pop("extends")
@@ -474,15 +452,14 @@ def _expand(raw: _Raw, path: Path, chain: tuple[Path, ...]) -> _Raw:
     if raw.solver() not in (None, base.solver()):
         base.drop_params(keep_overrides=False)
 
-    def merge(into: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    def merge(into: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:  # lists replace too
         return {**into, **{k: merge(into[k], v) if isinstance(v, dict) and isinstance(
-            into.get(k), dict) else v for k, v in top.items()}}  # lists replace too
+            into.get(k), dict) else v for k, v in top.items()}}
 
     return _Raw(merge(base.data, raw.data), {**base.origins, **raw.origins})
 
 
-def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
-    """A copy of ``raw`` with ``KEY=VALUE`` overrides applied (VALUE parsed as YAML)."""
+def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:  # a copy, overridden
     raw = _Raw(copy.deepcopy(raw.data), dict(raw.origins))
     for item in [overrides] if isinstance(overrides, str) else overrides:
         key, sep, text = item.partition("=")
@@ -494,13 +471,13 @@ def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
             raise InputError(f"--set {key}", None, "extends cannot be overridden; write a "
                                                    "protocol file that extends this one")
         origin = _Origin(f"--set {key}", None, Path.cwd(), override=key)
-        (value, _), before, node = _parse_yaml(text, origin, prefix=parts), raw.solver(), raw.data
+        value, before, node = _parse_yaml(text, origin, parts).data, raw.solver(), raw.data
         for i, part in enumerate(parts[:-1]):
             if node.get(part) is None:
                 node[part], raw.origins[parts[:i + 1]] = {}, origin
             elif not isinstance(node[part], dict):
-                raise InputError(f"--set {key}", None, f"{'.'.join(parts[:i + 1])} is "
-                                                       f"{_show(node[part])}, not a mapping")
+                raise InputError(origin.source, None, f"{'.'.join(parts[:i + 1])} is "
+                                                      f"{_show(node[part])}, not a mapping")
             node = node[part]
         node[parts[-1]] = value
         for path in [p for p in raw.origins if p[:len(parts)] == parts]:
@@ -512,22 +489,20 @@ def _apply(raw: _Raw, overrides: Sequence[str]) -> _Raw:
 
 
 def _validate(raw: _Raw, source: Path | None) -> Protocol:
-    """The typed protocol from a resolved raw protocol, or the InputError of its first flaw."""
     data = {**raw.data, **{k: {} for k in ("input", "acquisition", "outputs")
                            if raw.data.get(k) is None}}
     if "name" not in data and source is not None:
         data["name"] = source.stem
-    if isinstance(data.get("solver"), dict) and data["solver"].get("params") is None:
+    if isinstance(data.get("solver"), dict) and raw.solver("params") is None:
         data["solver"] = {**data["solver"], "params": {}}
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
         raw.reject(exc, Protocol)
-    modality, name, prior, record = (protocol.modality, protocol.solver.name, protocol.prior,
-                                     METHODS[protocol.solver.name])
-    if (kind := protocol.input.kind or INPUT_KINDS[modality]) != INPUT_KINDS[modality]:
-        raw.fail(("input", "kind"), f"a {modality} protocol reads {INPUT_KINDS[modality]}, "
-                                    f"got {_show(kind)}")
+    modality, name, prior = protocol.modality, protocol.solver.name, protocol.prior
+    record, reads = METHODS[name], INPUT_KINDS[modality]
+    if (kind := protocol.input.kind or reads) != reads:
+        raw.fail(("input", "kind"), f"a {modality} protocol reads {reads}, got {_show(kind)}")
     other = "mri" if modality == "ct" else "ct"
     for key in [k for k in ACQUISITION_KEYS[other] if getattr(protocol.acquisition, k) is not None]:
         raw.fail(("acquisition", key), f"only for {other} protocols (this one is {modality}); "
@@ -544,15 +519,15 @@ def _validate(raw: _Raw, source: Path | None) -> Protocol:
             raw.fail(("prior",), f"{name} uses no prior; a prior is for "
                                  f"{', '.join(n for n, m in METHODS.items() if m.needs_prior)} "
                                  "(leave it out or write 'default')")
-        prefix, sep, target = prior.partition(":")
-        prefix, target = (prefix, target) if sep and prefix in PRIOR_KINDS else ("", prior)
+        head, sep, target = prior.partition(":")
+        head, target = (head + sep, target) if sep and head in PRIOR_KINDS else ("", prior)
         path = raw.origin(("prior",)).base / Path(target).expanduser()
         if path.suffix.lower() not in PRIOR_SUFFIXES:
             raw.fail(("prior",), "expected 'default' or a checkpoint file (.pt), perhaps as "
                                  f"adm:PATH or ncsnpp:PATH, got {prior!r}")
         if not path.is_file():
             raw.fail(("prior",), f"no such checkpoint file {path}")
-        prior = f"{prefix}:{path.resolve()}" if prefix else str(path.resolve())
+        prior = f"{head}{path.resolve()}"
     params = {k: None if given.get(k) is None else getattr(checked, k)
               for k in record.params.model_fields}
     protocol = protocol.model_copy(update={

@@ -201,6 +201,10 @@ def test_sigma_order_is_checked(tmp_path):
     ("version: 1\n1: x\n", "1 (line 2): keys must be non-empty strings, got int 1"),
     ("a: &a [x, x]\nb: &b [*a, *a]\nversion: 1\n<<: {modality: ct}\n",
      "<< (line 4): YAML merge keys (<<) are not supported"),
+    # the reader's, the constructor's and the composer's own failures are one line too
+    ("version: 1\nname: a\x00b\n", "not valid YAML: unacceptable character #x0000"),
+    ("version: 1\ndescription: 2001-02-30\n", "not valid YAML: day is out of range"),
+    ("version: 1\nseed: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: nested too deeply"),
 ])
 def test_not_a_protocol(tmp_path, text, problem):
     path = write(tmp_path, "site.yaml", text)
@@ -322,6 +326,8 @@ def test_overrides_of_a_mapping():
     ("outputs={formats: [nifti], colour: red}", "--set outputs: outputs.colour: unknown key"),
     ("solver.name.deep=1", "--set solver.name.deep: solver.name is str 'tv', not a mapping"),
     ("seed=[1", "--set seed: value is not valid YAML"),
+    ("seed=\x01", "--set seed: value is not valid YAML: unacceptable character #x0001"),
+    ("seed=" + "[" * 5000 + "]" * 5000, "--set seed: value is not valid YAML: nested too deeply"),
     ("seed", "--set seed: expected KEY=VALUE"),
     ("solver..name=tv", "--set solver..name=tv: expected KEY=VALUE"),
     ("extends=ct-sparse-fbp", "--set extends: extends cannot be overridden"),

@@ -23,8 +23,17 @@ Normalisation (stored in the checkpoint, ``data = scale * x + offset``):
   offset 0, units "relative"); magnitude images (DICOM, NIfTI) enter with zero phase.
 
 A file that cannot be read among several is skipped with a logged warning naming it;
-when nothing readable is left, :class:`InputError` is raised. Constant slices (padding
-outside the body) and slices smaller than the training crop are dropped.
+when nothing readable is left, one :class:`InputError` is raised that names the sources,
+how many files were skipped and the first reason (no warning is logged then). Constant
+slices (padding outside the body) and slices smaller than the training crop are dropped.
+
+Images of the other modality are refused outright (:class:`ModalityMismatch`, naming the
+file or series), not skipped: a DICOM series trains a CT prior only when its Modality is
+``CT`` (or its values are HU, RescaleType ``HU``) and an MRI prior only when its Modality
+is ``MR``; a fastMRI file trains MRI priors only. NIfTI files record no modality: one
+written by medrecon carries it in ``descrip`` and is checked like DICOM, any other NIfTI is
+accepted as it is (for CT its values must be HU), so make sure such a folder holds images
+of the right kind.
 
 >>> data = load_training_set(["phantom:4"], modality="ct", crop=64)  # doctest: +SKIP
 >>> len(data.images), data.images[0].shape  # doctest: +SKIP
@@ -45,6 +54,7 @@ import torch
 from medrecon.data.images import is_nifti, read_image
 from medrecon.data.kspace import FastMRIFile
 from medrecon.data.phantom import REGIONS, ct_slice
+from medrecon.data.volume import Volume
 from medrecon.errors import InputError, MedreconError
 from medrecon.operators.mri import fft2c, ifft2c
 
@@ -55,6 +65,10 @@ DEFAULT_PHANTOMS = 64
 GENERATED = {"phantom": "ct", "mni152": "mri"}
 PHANTOM_SIZE = 256
 LOWRES_LINES = 24
+
+
+class ModalityMismatch(InputError):
+    """Images of the wrong modality for the prior being trained (never skipped)."""
 
 
 @dataclass(frozen=True)
@@ -92,21 +106,39 @@ def load_training_set(paths: Sequence[str | os.PathLike[str]], *, modality: str,
         raise InputError(None, "data", "no training data given")
     images: list[torch.Tensor] = []
     used: list[str] = []
-    skipped: list[str] = []
+    problems: list[tuple[str, MedreconError]] = []
+    seen = 0
     for source in paths:
         count = len(images)
         for item in _expand(source, modality):
+            seen += 1
             try:
                 images.extend(_read(item, modality, crop))
+            except ModalityMismatch:
+                raise
             except MedreconError as exc:
-                logger.warning("skipping %s: %s", item, exc)
-                skipped.append(str(item))
+                problems.append((str(item), exc))
         if len(images) > count:
             used.append(str(source))
     if not images:
         where = ", ".join(str(p) for p in paths)
+        if not seen:
+            raise InputError(where, "data", "holds no image files (DICOM, NIfTI .nii/.nii.gz "
+                             "or fastMRI .h5)")
+        if len(paths) == 1 and len(problems) == 1 and problems[0][0] == where:
+            exc = problems[0][1]
+            problem = exc.problem if isinstance(exc, InputError) else str(exc)
+            raise InputError(where, "data", f"no readable {modality.upper()} images: {problem}")
+        first = ""
+        if problems:
+            item, exc = problems[0]
+            reason = str(exc) if str(exc).startswith(item) else f"{item}: {exc}"
+            first = f"; {len(problems)} of {seen} skipped as unreadable, first {reason}"
         raise InputError(where, "data", f"no readable {modality.upper()} images of at least "
-                         f"{crop} x {crop} pixels")
+                         f"{crop} x {crop} pixels{first}")
+    for item, exc in problems:
+        logger.warning("skipping %s: %s", item, exc)
+    skipped = [item for item, _ in problems]
     logger.info("training set: %d images from %d sources, %d files skipped", len(images),
                 len(used), len(skipped))
     if modality == "ct":
@@ -172,17 +204,40 @@ def _read(item: str | Path, modality: str, crop: int) -> list[torch.Tensor]:
     kind = "dicom" if item.is_dir() else _kind(item)
     if kind == "hdf5":
         if modality != "mri":
-            raise InputError(item, "data", "k-space files train MRI priors only")
+            raise ModalityMismatch(item, "data", "a k-space (MRI) file; k-space files train "
+                                   "MRI priors only, not CT priors")
         slices = _fastmri(item)
     else:
         volume = read_image(item)
-        if modality == "ct" and volume.units not in ("HU", ""):
-            raise InputError(item, "units", f"a CT prior needs HU, got {volume.units!r}")
+        check_modality(item, volume, modality, dicom=kind == "dicom")
         slices = [torch.from_numpy(np.ascontiguousarray(s, dtype=np.float32))
                   for s in volume.array]
     images = [(_ct(s) if modality == "ct" else _mri(s)) for s in slices
               if min(s.shape) >= crop and float(s.abs().amax() - s.abs().amin()) > 0]
     return [im for im in images if im is not None]
+
+
+def check_modality(item: str | os.PathLike[str], volume: Volume, modality: str, *,
+                   dicom: bool) -> None:
+    """Refuse a volume of the other modality with :class:`ModalityMismatch` naming ``item``:
+    DICOM by its Modality tag (CT, or HU values, for ``"ct"``; MR for ``"mri"``), NIfTI by
+    the modality medrecon records in it (others record none and pass)."""
+    found, units = (volume.modality or "OT").upper(), volume.units
+    if modality == "ct":
+        if dicom and found != "CT" and units != "HU":
+            raise ModalityMismatch(item, "Modality", f"{found} images; a CT prior trains on "
+                                   "CT images (DICOM Modality CT, values in HU)")
+        if not dicom and found not in ("CT", "OT"):
+            raise ModalityMismatch(item, "modality", f"{found} images (recorded in the NIfTI "
+                                   "header); a CT prior trains on CT images in HU")
+        if units not in ("HU", ""):
+            raise ModalityMismatch(item, "units", f"a CT prior needs HU, got {units!r}")
+    elif dicom and found != "MR":
+        raise ModalityMismatch(item, "Modality", f"{found} images; an MRI prior trains on MR "
+                               "images (DICOM Modality MR)")
+    elif found == "CT" or units == "HU":
+        raise ModalityMismatch(item, "modality", "CT images in HU (recorded in the NIfTI "
+                               "header); an MRI prior trains on MR images")
 
 
 def _generated_count(item: str) -> int:

@@ -11,7 +11,9 @@ the protocol's solver and prior, and writes, under the study's output stem
 - ``STEM.png``: reconstruction, reference and error map (when the file has a
   reference), standard deviation map (samplers);
 - ``STEM.json``: the report: metrics against the reference, timings, network
-  evaluations, final data residual, the outputs, and provenance (the protocol as
+  evaluations, final data residual, warnings (a residual or brightness implausible for
+  the method, non-finite values, the solver's own; also logged with
+  ``logging.warning``), the outputs, and provenance (the protocol as
   resolved and its hash, package versions, seed, device, prior); with
   ``outputs.report: false`` it is kept as the hidden ``.STEM.done`` instead.
 
@@ -206,8 +208,11 @@ def reconstruct_study(study: Study, method_name: str, given: Mapping[str, object
         params = record.parameters(study.modality, given)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise InputError(None, "method", _one_line(exc)) from None
-    return study.reconstruct(record, params, prior=prior, device=device, generator=generator,
-                             label=label)
+    result = study.reconstruct(record, params, prior=prior, device=device, generator=generator,
+                               label=label)
+    for warning in result.warnings:
+        logger.warning("%s: %s", study.path.name, warning)
+    return result
 
 
 # ------------------------------------------------------------------------ outputs
@@ -266,6 +271,7 @@ def study_report(result: StudyResult, protocol: Protocol, path: Path, study: str
         "nfe": sum(r.nfe for r in records),
         "iterations": sum(r.iterations for r in records),
         "data_residual": result.data_residual,
+        "warnings": list(result.warnings),
         "acquisition": result.facts,
         "outputs": outputs,
         "provenance": provenance(protocol, device, prior_path),
@@ -413,7 +419,9 @@ def _run_study(protocol: Protocol, study_file: Study, study: str, stem: str, out
         logger.debug("study %s failed", study, exc_info=True)
         return StudyOutcome(study, path, "failed", message, time.perf_counter() - start)
     metrics = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
-    echo(f"{label}: done in {seconds:.1f} s ({result.method}{metrics})")
+    count = len(result.warnings)
+    warned = f", {count} warning{'s' * (count != 1)}" if count else ""
+    echo(f"{label}: done in {seconds:.1f} s ({result.method}{metrics}){warned}")
     return StudyOutcome(study, path, "done", "", seconds)
 
 
@@ -429,6 +437,9 @@ def _json_default(value: object) -> object:
         return str(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
+    model_dump = getattr(value, "model_dump", None)  # a nested parameter model (pydantic)
+    if callable(model_dump):
+        return model_dump()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

@@ -3,13 +3,21 @@ from the operator's norm), repeatable runs, and the README's table."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 
-from medrecon.methods import METHODS, MODALITIES, method, names, parameter_table
+from medrecon.methods import (
+    METHODS,
+    MODALITIES,
+    method,
+    names,
+    noise_factor,
+    parameter_table,
+)
 from medrecon.operators.base import MatrixOperator
 from medrecon.priors.gaussian import GaussianPrior
 from medrecon.solvers.problem import Problem
@@ -94,8 +102,10 @@ def test_dds_gamma_scales_with_the_operator_norm():
     problem, arguments = record.prepare(task, params, prior, None)
     mapped = arguments["denoiser"]
     assert mapped.scale != prior.scale  # re-expressed in the task's units
-    assert arguments["gamma"] == pytest.approx(
-        params.relative_gamma / (norm * mapped.scale) ** 2, rel=1e-3)
+    noise = task.noise_level() / (norm * mapped.scale)  # in the prior's space
+    assert arguments["gamma"] == pytest.approx(params.relative_gamma / (norm * mapped.scale) ** 2
+                                               * noise_factor(noise, params.reference_noise),
+                                               rel=1e-3)
     assert len(arguments["sigmas"]) == params.steps and arguments["eta"] == params.eta
     assert problem.sigma_y == pytest.approx(task.noise_level())
     # the same relative weight on a twice larger operator: a quarter of the gamma
@@ -103,6 +113,80 @@ def test_dds_gamma_scales_with_the_operator_norm():
                     task.radius, 1.0)
     _, doubled = record.prepare(twice, params, prior, None)
     assert doubled["gamma"] == pytest.approx(arguments["gamma"] / 4, rel=1e-3)
+
+
+class _NoisyTask(MRITask):
+    """A task whose noise level is set, not estimated."""
+
+    def __init__(self, problem, noise: float):
+        super().__init__(problem, torch.arange(20.0), 1.0)
+        self.noise = noise
+
+    def estimated_noise(self) -> float:
+        return self.noise
+
+
+def test_dds_data_weight_follows_the_noise_above_the_reference():
+    """At or below ``reference_noise`` (in the prior's space) the weight is the fixed
+    ``relative_gamma / ||A'||^2``; above it it falls as ``1 / noise^2``; 0 turns it off."""
+    base, prior = _task(), _prior()
+    record = METHODS["dds"]
+    params = record.parameters("mri")
+    norm = base.operator_norm() * record.prepare(base, params, prior, None)[1]["denoiser"].scale
+    gammas = {}
+    for factor in (0.5, 1.0, 4.0, 40.0):
+        task = _NoisyTask(base.problem, factor * params.reference_noise * norm)
+        gammas[factor] = record.prepare(task, params, prior, None)[1]["gamma"]
+        fixed = record.prepare(task, record.parameters("mri", {"reference_noise": 0.0}),
+                               prior, None)[1]["gamma"]
+        assert fixed == pytest.approx(params.relative_gamma / norm**2, rel=1e-6)
+    assert gammas[0.5] == pytest.approx(gammas[1.0], rel=1e-6)
+    assert gammas[4.0] == pytest.approx(gammas[1.0] / 16, rel=1e-6)
+    assert gammas[40.0] == pytest.approx(gammas[1.0] / 1600, rel=1e-6)
+    assert noise_factor(0.1, 0.0) == 1.0 and noise_factor(0.0, 1e-3) == 1.0
+
+
+@pytest.mark.parametrize("name", ["cgsense", "l1wavelet"])
+def test_classical_weights_grow_with_the_noise(name):
+    """``weight`` alone at no noise; ``noise_weight nu^2`` added (CG-SENSE: times
+    ``||A||^2``; L1-wavelet: times ``||A||^2 q``), ``nu = sigma / (||A|| q)``."""
+    from medrecon.operators.mri import CartesianMRI
+
+    g = torch.Generator().manual_seed(0)
+    A = CartesianMRI((16, 16), mask=(torch.arange(16) % 2 == 0).float())
+    y = A(torch.randn(16, 16, generator=g, dtype=torch.complex64))
+    base = MRITask(Problem(A, y), torch.zeros(16, 16), 1.0)
+    record = METHODS[name]
+    params = record.parameters("mri")
+    quiet = record.prepare(_NoisyTask(base.problem, 0.0), params, None, None)[1]["weight"]
+    task = _NoisyTask(base.problem, 0.05)
+    noisy = record.prepare(task, params, None, None)[1]["weight"]
+    norm, level = task.operator_norm(), task.image_level()
+    nu = 0.05 / (norm * level)
+    assert task.relative_noise() == pytest.approx(nu)
+    added = params.noise_weight * nu**2 * norm**2 * (level if name == "l1wavelet" else 1.0)
+    assert noisy == pytest.approx(quiet + added, rel=1e-6)
+    off = record.prepare(task, record.parameters("mri", {"noise_weight": 0.0}), None, None)
+    assert off[1]["weight"] == pytest.approx(quiet, rel=1e-6)
+
+
+def test_dds_adaptation_is_handed_to_the_solver():
+    adapt = pytest.importorskip("medrecon.solvers.adapt")
+    task, prior = _task(), _prior()
+    record = METHODS["dds"]
+    assert record.parameters("mri").adapt is None
+    assert "adapt" not in record.prepare(task, record.parameters("mri"), prior, None)[1]
+    params = record.parameters("mri", {"adapt": {"steps": 2, "lr": 1e-4, "rank": 3,
+                                                 "every": 5}})
+    _, arguments = record.prepare(task, params, prior, None)
+    assert arguments["adapt"] == adapt.Adaptation(steps=2, lr=1e-4, rank=3, every=5)
+    # the record's defaults are the solver's (one set of defaults, stated twice only so that
+    # reading a protocol does not import torch)
+    assert record.parameters("mri", {"adapt": {}}).adapt.model_dump() == dataclasses.asdict(
+        adapt.Adaptation())
+    for bad in ({"steps": 0}, {"lr": 0.0}, {"rank": "4"}, {"every": 1, "other": 2}):
+        with pytest.raises(ValidationError):
+            record.parameters("mri", {"adapt": bad})
 
 
 def test_rmpvi_and_dps_settings():

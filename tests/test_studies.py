@@ -21,7 +21,14 @@ from medrecon.operators.sampling import radial_trajectory
 from medrecon.priors.gaussian import GaussianPrior
 from medrecon.solvers.problem import Problem
 from medrecon.studies.ct import CTTask, ct_prior, sinogram_noise
-from medrecon.studies.mri import PRIOR_QUANTILE, MRITask, kspace_noise, mri_prior
+from medrecon.studies.mri import (
+    PRIOR_QUANTILE,
+    MRITask,
+    background_noise,
+    kspace_noise,
+    mri_prior,
+    sampled_columns,
+)
 
 
 # ----------------------------------------------------------------------- CT prior and noise
@@ -69,6 +76,38 @@ def test_kspace_noise_reads_the_periphery():
     signal = torch.exp(-20 * radius**2) * 100  # all of it near the centre
     estimate = kspace_noise(signal + noise, radius)
     assert estimate == pytest.approx(sigma, rel=0.1)
+
+
+def test_background_noise_reads_the_empty_rows_where_the_periphery_has_signal():
+    """A sharp-edged phantom at low noise fills the k-space periphery with signal:
+    :func:`kspace_noise` reads many times the noise there, the empty image rows of the
+    fully sampled columns read it within a few per cent; the task takes the smaller."""
+    from medrecon.data.kspace_simulate import simulate_kspace
+
+    sigma = 1e-3
+    sim = simulate_kspace(mr_phantom(128, seed=1)[None], coils=4, pattern="random",
+                          acceleration=4.0, center_fraction=0.1, sigma=sigma, seed=1)
+    y, mask = torch.from_numpy(sim.kspace[0]), torch.from_numpy(sim.mask)
+    k = (torch.arange(128) - 64) / 128
+    radius = torch.hypot(k[:, None], k[None, :])
+    columns = sampled_columns(mask, (128, 128))
+    assert torch.equal(columns, mask.bool())
+    assert kspace_noise(y, radius) > 3 * sigma
+    assert background_noise(y, columns) == pytest.approx(sigma, rel=0.05)
+    maps = torch.ones(4, 128, 128, dtype=torch.complex64) / 2
+    task = MRITask(Problem(CartesianMRI((128, 128), mask=mask, maps=maps), y), radius, 1.0,
+                   columns)
+    assert task.estimated_noise() == pytest.approx(sigma, rel=0.05)
+    assert MRITask(task.problem, radius, 1.0).estimated_noise() == kspace_noise(y, radius)
+
+
+def test_sampled_columns_of_masks():
+    columns = torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool)
+    assert torch.equal(sampled_columns(columns, (4, 5)), columns)
+    assert torch.equal(sampled_columns(columns.expand(4, 5), (4, 5)), columns)
+    assert bool(sampled_columns(None, (4, 5)).all())
+    scattered = torch.eye(5, dtype=torch.bool)[:4]  # no column is complete
+    assert sampled_columns(scattered, (4, 5)) is None
 
 
 def _matrix_task(seed: int = 1) -> MRITask:
@@ -169,13 +208,14 @@ def test_cartesian_and_nufft_operators_of_one_scan_agree():
     grid = torch.stack(torch.meshgrid(k, k, indexing="ij")).reshape(2, -1)
     nufft = NonCartesianMRI((SIZE, SIZE), grid)
     radius = torch.linalg.vector_norm(grid, dim=0)
-    tasks = [MRITask(Problem(A, A(image)), radius, 1.0)
-             for A in (cartesian, nufft, nufft * float(SIZE))]
+    tasks = [MRITask(Problem(A, A(image)), r, 1.0)
+             for A, r in ((cartesian, radius.reshape(SIZE, SIZE)), (nufft, radius),
+                          (nufft * float(SIZE), radius))]
     norms = [task.operator_norm() for task in tasks]
     assert norms[0] == pytest.approx(1.0, rel=1e-3) and norms[1] == pytest.approx(1.0, rel=1e-2)
     assert norms[2] == pytest.approx(SIZE * norms[1], rel=1e-4)
     cgsense = METHODS["cgsense"]
-    params = cgsense.parameters("mri", {"weight": 1.0})
+    params = cgsense.parameters("mri", {"weight": 1.0, "noise_weight": 0.0})  # noiseless
     images = [cgsense.run(task, params).image for task in tasks]
     assert _relative_difference(images[0], image / 2) < 0.02
     assert _relative_difference(images[1], images[0]) < 0.02

@@ -18,6 +18,20 @@ For each step ``sigma_i -> sigma_{i-1}``:
 The output is the last data-consistent ``x``. Paper: 50 network evaluations with
 ``eta = 0.5``; 5 CG iterations. The official code omits the complex conjugate in
 its CG inner products; :func:`medrecon.solvers.linalg.conjugate_gradient` does not.
+
+Scan-adaptive prior (``adapt``, :class:`medrecon.solvers.adapt.Adaptation`): step 1
+uses a copy ``D_phi`` of the prior with adapters ``phi`` (LoRA on a network's
+convolutions, a mean shift of a Gaussian prior), and at every ``adapt.every``-th noise
+level ``adapt.steps`` Adam steps fit them to the data through step 1's Tweedie estimate,
+``min_phi sum_b ||A D_phi(x_i, sigma_i) - y||^2 / ||y||^2`` with ``x_i`` fixed (Barbano,
+Denker, Chung et al., "Steerable conditional diffusion", arXiv 2308.14409, whose code
+puts the CG step inside the loss; Chung and Ye, DDIP, ECCV 2024, arXiv 2407.10641).
+The evaluation of the last Adam step is step 1's ``x0``, so the update it gives acts
+from the next level on (no extra network evaluation;
+:class:`medrecon.solvers.adapt.TestTimeAdapter`). The adapters start at zero (the adapted
+prior equals the base), persist across noise levels and are discarded after the call;
+one set serves the whole batch. A diverging adaptation falls back to the base prior for
+the remaining steps, with a warning in ``info["warnings"]``.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ from __future__ import annotations
 import torch
 
 from medrecon.priors.base import Denoiser, denoise_checked, prior_space, standard_noise
+from medrecon.solvers.adapt import Adaptation, TestTimeAdapter
 from medrecon.solvers.linalg import conjugate_gradient
 from medrecon.solvers.problem import Callback, Problem, Reconstruction
 from medrecon.solvers.sampling import sample_statistics, start_noise
@@ -34,13 +49,18 @@ from medrecon.solvers.schedules import check_descending
 def dds(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, eta: float = 0.5,
         cg_iter: int = 5, cg_tol: float = 1e-6, gamma: float = 1.0, noisy: bool | None = None,
         n_samples: int = 1, generator: torch.Generator | None = None,
-        callback: Callback | None = None) -> Reconstruction:
+        callback: Callback | None = None, adapt: Adaptation | None = None) -> Reconstruction:
     """Reconstruct by DDS; ``sigmas`` descending (``len(sigmas)`` network evaluations per
     sample). ``noisy`` picks the data-consistency form (default: ``sigma_y > 0``);
     ``gamma`` is in the prior's intensity space. The image is the mean of the samples,
     ``residual`` its relative data residual per batch item (one product with ``A``,
     after the last step); ``callback(i, n, x_i)`` gets each data-consistent estimate
-    (prior space)."""
+    (prior space). ``adapt`` adapts the prior to the scan (module docstring; ``None``:
+    plain DDS); ``info["adaptation"]`` then holds ``losses`` (the relative data fit
+    before each Adam step), ``steps`` (Adam steps taken) and ``fell_back``, and
+    ``info["warnings"]`` (always present) any warning. ``nfe`` counts every forward
+    evaluation of the network, those of the adaptation's extra Adam steps included (one
+    step per level adds none; the backward passes are not counted)."""
     check_descending(sigmas)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
@@ -52,13 +72,17 @@ def dds(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, eta: floa
     levels = [float(s) for s in sigmas] + [0.0]
     x = start_noise(space.problem, n_samples, levels[0], generator)
     n_steps = 0
+    tuner = None if adapt is None else TestTimeAdapter(adapt, denoiser, space, "dds")
 
     def damped_normal(v: torch.Tensor) -> torch.Tensor:
         return torch.add(v, A.normal(v), alpha=gamma)
 
     with torch.no_grad():
         for i, (s, s_next) in enumerate(zip(levels[:-1], levels[1:])):
-            x0 = denoise_checked(denoiser, x, s, i)
+            if tuner is None:
+                x0 = denoise_checked(denoiser, x, s, i)
+            else:  # test-time adaptation of the prior, then its denoised image
+                x0 = tuner.denoise(x, s, i)
             # data consistency by conjugate gradients, started at the denoised image
             if noisy:
                 x_dc, _, _ = conjugate_gradient(damped_normal, torch.add(x0, aty, alpha=gamma),
@@ -78,7 +102,11 @@ def dds(problem: Problem, denoiser: Denoiser, sigmas: torch.Tensor, *, eta: floa
         mean, std = sample_statistics(samples)
         # CG on the normal equations never forms A x: one product, for the final image
         residual = problem.residual(mean)
+    info: dict[str, object] = {"eta": eta, "cg_iter": cg_iter, "noisy": noisy,
+                               "warnings": [] if tuner is None else list(tuner.warnings)}
+    if tuner is not None:
+        info["adaptation"] = tuner.info()
     return Reconstruction(image=mean, method="dds", iterations=n_steps,
-                          residual=residual, nfe=n_samples * n_steps,
-                          samples=samples, std=std,
-                          info={"eta": eta, "cg_iter": cg_iter, "noisy": noisy})
+                          residual=residual,
+                          nfe=n_samples * (n_steps if tuner is None else tuner.evaluations),
+                          samples=samples, std=std, info=info)

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from medrecon.errors import InputError
-from medrecon.studies import BaseTask, MappedPrior, Study, StudyResult, problem_of, std_volume
+from medrecon.studies import (
+    BaseTask,
+    MappedPrior,
+    Study,
+    StudyResult,
+    plausibility_warnings,
+    problem_of,
+    std_volume,
+)
 
 if TYPE_CHECKING:
     from medrecon.data.sinogram import Sinogram
@@ -84,12 +92,24 @@ class CTTask(BaseTask):
     def __init__(self, problem, sinogram: Sinogram, sigma_y: float | None):
         super().__init__(problem, sigma_y)
         self.sinogram = sinogram
+        self._baseline: torch.Tensor | None = None
 
     def estimated_noise(self) -> float:
         return sinogram_noise(self.sinogram)
 
     def prior_in_units(self, denoiser: Denoiser) -> Denoiser:
         return ct_prior(denoiser, self.sinogram.mu_water)
+
+    baseline_name = "FBP"
+
+    def baseline_image(self) -> torch.Tensor | None:
+        """Filtered back-projection (ram-lak), computed once; ``None`` for an operator
+        without one."""
+        if self._baseline is None and hasattr(self.problem.operator, "fbp"):
+            from medrecon.solvers.classical import fbp
+
+            self._baseline = fbp(self.problem).image
+        return self._baseline
 
 
 class CTStudy(Study):
@@ -148,9 +168,11 @@ class CTStudy(Study):
         from medrecon.progress import ProgressBar
 
         sinogram = self.sinogram
+        task = self.task(device)
         with ProgressBar(label or f"{method.name} {self.path.name}") as progress:
-            record = method.run(self.task(device), params, prior=prior, generator=generator,
+            record = method.run(task, params, prior=prior, generator=generator,
                                 callback=progress)
+        warnings = plausibility_warnings(task, record, fits_data=method.fits_data)
         image = sinogram.to_image_units(record.image.detach().cpu().numpy().astype(np.float64))
         volume = centred_volume(image, sinogram.geometry, sinogram.image_units)
         metrics = {} if sinogram.reference is None else image_metrics(volume.array,
@@ -160,4 +182,5 @@ class CTStudy(Study):
             hu_per_mu = float(sinogram.to_image_units(np.ones(1))[0]
                               - sinogram.to_image_units(np.zeros(1))[0])
             std = std_volume(volume, record.std.detach().cpu().numpy() * hu_per_mu)
-        return StudyResult(volume, sinogram.reference, std, metrics, [record], self.facts)
+        return StudyResult(volume, sinogram.reference, std, metrics, [record], self.facts,
+                           tuple(warnings))

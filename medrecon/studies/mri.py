@@ -7,6 +7,13 @@ zero outside the maps' support (where no coil sees the object, so the data say n
 and a sparsity prior would only leak into it), cropped to the header's reconstruction
 matrix as fastMRI does, and the metrics of :mod:`medrecon.metrics` with fastMRI's
 conventions (data range = the reference volume's maximum).
+
+The noise level of a slice (what the noise-aware weights of :mod:`medrecon.methods` and
+the plausibility warnings of :func:`medrecon.studies.plausibility_warnings` read) is
+estimated from the data: the smaller of the k-space periphery's (:func:`kspace_noise`)
+and, for Cartesian data, the empty image rows' (:func:`background_noise`). The
+periphery alone read 1.2 times the noise on a brain slice at 1e-3 and 14 to 19 times it
+on the sharp-edged body phantoms; the empty rows read it within 1 %.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from medrecon.studies import (
     MappedPrior,
     Study,
     StudyResult,
+    plausibility_warnings,
     problem_of,
     std_volume,
 )
@@ -54,6 +62,56 @@ def kspace_noise(y: torch.Tensor, radius: torch.Tensor, fraction: float = 0.05) 
     count = max(1, int(fraction * values.numel()))
     outer = values[torch.topk(r.flatten(), count).indices].abs()
     return float(outer.median()) / math.sqrt(2 * math.log(2))
+
+
+QUIET_ROWS = 0.1
+"""Fraction of the image rows, the quietest, that :func:`background_noise` starts from."""
+
+
+def sampled_columns(mask: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The k-space columns a Cartesian mask samples in full along the first image axis
+    (fastMRI's readout), as a boolean ``(W,)``: a ``(W,)`` column mask, a 2D mask whose
+    sampled columns are complete, or every column without a mask; ``None`` for a 2D
+    mask that samples no whole column (a Poisson-disc pattern)."""
+    width = shape[-1]
+    if mask is None:
+        return torch.ones(width, dtype=torch.bool)
+    mask = mask.to(torch.bool)
+    if mask.ndim == 1 or mask.shape[-2] == 1:
+        return mask.reshape(-1).clone()
+    columns = mask.all(dim=-2)
+    if not bool(columns.any()) or bool((mask.any(dim=-2) & ~columns).any()):
+        return None
+    return columns
+
+
+def background_noise(y: torch.Tensor, columns: torch.Tensor,
+                     quiet: float = QUIET_ROWS) -> float | None:
+    """Noise standard deviation per real component of Cartesian k-space ``y`` (``(coils,
+    H, W)`` or ``(H, W)``) from the image rows where nothing is: the sampled
+    ``columns`` are complete along ``H``, so their inverse FFT along ``H`` (orthonormal:
+    the noise keeps its level) is the image, row by row, in the hybrid space of ``(row,
+    k_x)``, and a row that crosses no object (above and below the head, the readout's
+    oversampled margin) holds only noise, whatever the object's fine structure (which
+    fills the k-space periphery of sharp-edged anatomy and fools :func:`kspace_noise`).
+    The mean power per sample of the rows is taken over those within 4 standard errors
+    of the median of the ``quiet`` fraction of quietest rows (those consistent with
+    pure noise); ``None`` without a sampled column. Where no row is empty the estimate
+    is too high, never too low (up to the noise of the estimate itself)."""
+    if y.ndim == 2:
+        y = y[None]
+    columns = columns.to(y.device)
+    if not bool(columns.any()):
+        return None
+    lines = y[..., columns]
+    rows = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(lines, dim=-2), dim=-2,
+                                             norm="ortho"), dim=-2)
+    power = rows.abs().pow(2).double().mean(dim=(0, 2))  # per row, 2 sigma^2 if empty
+    count = max(1, int(quiet * power.numel()))
+    floor = float(torch.topk(power, count, largest=False).values.median())
+    dof = 2 * lines.shape[0] * lines.shape[-1]  # real components per row
+    empty = power[power <= floor * (1 + 4 * math.sqrt(2 / dof))]
+    return math.sqrt(float(empty.mean()) / 2)
 
 
 def kspace_radius(f: FastMRIFile, device: torch.device) -> torch.Tensor:
@@ -145,20 +203,57 @@ def mri_prior(denoiser: Denoiser, rough: torch.Tensor) -> MappedPrior:
 
 
 class MRITask(BaseTask):
-    """One slice, in k-space normalised to ``max |y| = 1``."""
+    """One slice, in k-space normalised to ``max |y| = 1``.
+
+    ``columns``: the k-space columns sampled in full along the readout (Cartesian data,
+    :func:`sampled_columns`), for :func:`background_noise`; ``None`` where there are
+    none (non-Cartesian, Poisson-disc)."""
 
     modality = "mri"
 
-    def __init__(self, problem, radius: torch.Tensor, scale: float):
+    def __init__(self, problem, radius: torch.Tensor, scale: float,
+                 columns: torch.Tensor | None = None):
         super().__init__(problem)
         self.radius = radius
         self.scale = scale
+        self.columns = columns
+        self._noise: float | None = None
+        self._baseline: torch.Tensor | None = None
 
     def estimated_noise(self) -> float:
-        return kspace_noise(self.problem.y, self.radius)
+        """The smaller of :func:`kspace_noise` (the k-space periphery) and, for Cartesian
+        data, :func:`background_noise` (the empty image rows): the object's signal can
+        only raise either, so the smaller is the nearer (computed once)."""
+        if self._noise is None:
+            estimates = [kspace_noise(self.problem.y, self.radius)]
+            if self.columns is not None and self.problem.y.ndim >= 2:
+                background = background_noise(self.problem.y, self.columns)
+                if background is not None:
+                    estimates.append(background)
+            self._noise = min(estimates)
+        return self._noise
 
     def prior_in_units(self, denoiser: Denoiser) -> Denoiser:
         return mri_prior(denoiser, self.rough_image())
+
+    @property
+    def baseline_name(self) -> str:
+        return "zero-filling" if self._cartesian else "the rough CG-SENSE image"
+
+    @property
+    def _cartesian(self) -> bool:
+        from medrecon.operators.mri import CartesianMRI
+
+        return isinstance(self.problem.operator, CartesianMRI)
+
+    def baseline_image(self) -> torch.Tensor:
+        """Cartesian data: the zero-filled image ``A^H y`` (the orthonormal FFT keeps the
+        scale); other operators (an adjoint NUFFT without density compensation has any
+        scale): :meth:`rough_image`. Computed once."""
+        if self._baseline is None:
+            self._baseline = self.problem.operator.H(self.problem.y) if self._cartesian \
+                else self.rough_image()
+        return self._baseline
 
 
 class MRIStudy(Study):
@@ -212,6 +307,7 @@ class MRIStudy(Study):
         """``(task, support)`` per slice: the slice's problem and the coils' support."""
         f = self.file
         radius = kspace_radius(f, device)
+        columns = None if f.trajectory is not None else sampled_columns(f.mask, f.shape)
         for i in range(f.num_slices):
             kspace = f.read_slice(i, device)
             operator = slice_operator(kspace, f, device, self.calibration)
@@ -219,7 +315,7 @@ class MRIStudy(Study):
             scale = float(y.abs().max()) or 1.0
             support = (operator.maps.abs().pow(2).sum(0) > 0) if operator.maps is not None \
                 else None  # the coils do not see outside their support
-            yield MRITask(problem_of(operator, y / scale), radius, scale), support
+            yield MRITask(problem_of(operator, y / scale), radius, scale, columns), support
 
     def reconstruct(self, method: Method, params: Params, *, prior: Denoiser | None = None,
                     device: torch.device | str = "cpu",
@@ -231,11 +327,14 @@ class MRIStudy(Study):
         device = torch.device(device)
         f = self.file
         matrix = _recon_matrix(f)
-        slices, records, stds = [], [], []
+        slices, records, stds, warnings = [], [], [], []
         with SliceProgress(label or f"{method.name} {self.path.name}") as progress:
             for i, (task, support) in enumerate(self.tasks(device)):
                 record = method.run(task, params, prior=prior, generator=generator,
                                     callback=progress(i, f.num_slices))
+                warnings += plausibility_warnings(
+                    task, record, fits_data=method.fits_data,
+                    where=f"slice {i}: " if f.num_slices > 1 else "", support=support)
                 slices.append(_magnitude(record.image.detach(), task.scale, support, matrix))
                 if record.std is not None:
                     stds.append(_magnitude(record.std.detach(), task.scale, support, matrix))
@@ -249,7 +348,8 @@ class MRIStudy(Study):
         volume = Volume(array=array, spacing=spacing, origin=origin, orientation=np.eye(3),
                         modality="MR", units="a.u.")
         std = std_volume(volume, np.stack(stds)) if stds else None
-        return StudyResult(volume, reference, std, metrics, records, self.facts)
+        return StudyResult(volume, reference, std, metrics, records, self.facts,
+                           tuple(warnings))
 
     def _reference(self, shape: tuple[int, ...]) -> np.ndarray | None:
         """The file's reference, cropped like the reconstruction (``None`` without one)."""

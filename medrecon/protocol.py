@@ -44,7 +44,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, NamedTuple, NoReturn
+from typing import Annotated, Any, Literal, NamedTuple, NoReturn, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, ValidationError
@@ -139,6 +139,14 @@ class SolverSpec(_Model):
     params: Mapping[str, Any] = Field(default_factory=lambda: MappingProxyType({}),
                                       description="null: default")
 
+    def __getstate__(self) -> dict[Any, Any]:  # a MappingProxyType does not pickle (Dask)
+        state = super().__getstate__()
+        return {**state, "__dict__": {**state["__dict__"], "params": dict(self.params)}}
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        fields = {**state["__dict__"], "params": MappingProxyType(state["__dict__"]["params"])}
+        super().__setstate__({**state, "__dict__": fields})
+
 
 class Outputs(_Model):
     """Formats to write, the file-name template (field ``{study}``), figure and report."""
@@ -185,7 +193,9 @@ class Protocol(_Model):
         data = self.model_dump(exclude={"solver"})
         data["acquisition"] = {k: data["acquisition"][k] for k in ACQUISITION_KEYS[self.modality]}
         data["outputs"]["formats"] = list(self.outputs.formats)
-        solver = {"name": self.solver.name, "params": dict(self.solver.params)}
+        solver = {"name": self.solver.name, "params": {  # nested models (adapt) as data
+            k: v.model_dump() if isinstance(v, BaseModel) else v
+            for k, v in self.solver.params.items()}}
         return {key: solver if key == "solver" else data[key] for key in type(self).model_fields}
 
     @property
@@ -254,12 +264,15 @@ def protocol_json_schema() -> dict[str, Any]:
     schema["properties"]["extends"] = {"type": "string", "description": "a shipped protocol "
                                        "or a file in this file's folder; this file wins"}
     schema["required"] = [key for key in schema["required"] if key != "name"]
+    params = {name: record.params.model_json_schema() for name, record in METHODS.items()}
+    for one in params.values():  # nested models (DDS's adapt) refer to top-level $defs
+        schema["$defs"].update(one.get("$defs", {}))
     schema["$defs"]["SolverSpec"]["allOf"] = [
         {"if": {"properties": {"name": {"const": name}}}, "then": {"properties": {"params": {
             "type": "object", "additionalProperties": False, "properties": {
                 key: {"anyOf": [value, {"type": "null"}], "description": value.get(
-                    "description", key)} for key, value in record.params.model_json_schema().get(
-                        "properties", {}).items()}}}}} for name, record in METHODS.items()]
+                    "description", key)} for key, value in one.get("properties", {}).items()}}}}}
+        for name, one in params.items()]
     return schema
 
 
@@ -319,9 +332,10 @@ class _Raw(NamedTuple):  # parsed YAML (plain data) and where its keys were set 
         if not loc and (first := str(ctx.get("error", "")).split(" ")[0]) in model.model_fields:
             loc = (first,)  # a check of two fields names the first
         parent = model  # the model that holds loc[-1], if any
-        for part in loc[:-1]:
-            parent = getattr(parent and parent.model_fields.get(part), "annotation", None)
-            parent = parent if isinstance(parent, type) and issubclass(parent, BaseModel) else None
+        for part in loc[:-1]:  # a model, or a model or None (DDS's adapt)
+            kind_of = getattr(parent and parent.model_fields.get(part), "annotation", None)
+            parent = next((t for t in (kind_of, *get_args(kind_of))
+                           if isinstance(t, type) and issubclass(t, BaseModel)), None)
         info = parent.model_fields.get(loc[-1]) if parent is not None and loc else None
         keys = [*parent.model_fields, *["extends"] * (parent is Protocol)] if parent else []
         choices = re.findall(r"'([^']*)'", ctx.get("expected", "")) or [ctx.get("expected")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,25 @@ def test_overrides_apply_and_change_the_hash(tmp_path):
                                    "description=a b"]).hash == protocol.hash
 
 
+def test_nested_adapt_parameters_hash_round_trip_and_stay_frozen(tmp_path):
+    """DDS's ``adapt`` is a model inside the parameters: the hash must serialise it
+    (it raised TypeError), the YAML must load back to the same protocol, and editing
+    it must be impossible."""
+    protocol = load_protocol("ct-sparse-dds", ["solver.params.adapt={steps: 2}"])
+    adapt = protocol.solver.params["adapt"]
+    assert (adapt.steps, adapt.lr) == (2, 2e-3)
+    assert protocol.hash != load_protocol("ct-sparse-dds", ["solver.params.adapt={}"]).hash
+    assert protocol.to_dict()["solver"]["params"]["adapt"] == {
+        "steps": 2, "lr": 2e-3, "rank": 4, "every": 1}
+    again = load_protocol(write(tmp_path, "again.yaml", protocol_yaml(protocol)))
+    assert again.hash == protocol.hash
+    with pytest.raises(ValidationError):
+        adapt.steps = 3
+    with pytest.raises(InputError, match="adapt.often: unknown key for dds; expected one of "
+                                         "steps, lr, rank, every"):
+        load_protocol("ct-sparse-dds", ["solver.params.adapt={often: 2}"])
+
+
 def test_override_of_the_solver_drops_its_parameters():
     protocol = load_protocol("ct-sparse-tv", ["solver.name=fbp", "solver.params.filter=hann"])
     assert protocol.solver == load_protocol("ct-sparse-fbp", ["solver.params.filter=hann"]).solver
@@ -422,6 +442,8 @@ def test_json_schema_describes_the_file():
     assert set(cases) == set(METHODS)
     assert set(cases["dds"]["properties"]) == set(METHODS["dds"].params.model_fields)
     assert "relative_gamma" in cases["dds"]["properties"]
+    refs = set(re.findall(r"#/\$defs/(\w+)", json.dumps(schema)))
+    assert "AdaptParams" in refs and refs <= set(schema["$defs"]), refs - set(schema["$defs"])
 
 
 # -- command line ----------------------------------------------------------------------------

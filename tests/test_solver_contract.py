@@ -123,7 +123,7 @@ FORWARDS = {
     "l1wavelet": 1 + N_ITER,           # A x_0, one per iteration (gives the residual)
     "dps": STEPS,                      # the guidance (it also gives the residual)
     "dds": 1,                          # the residual (CG runs on the closed-form normal)
-    "rmpvi": (STEPS - 1) * INNER + 1,  # the likelihood at each inner iteration, the residual
+    "rmpvi": 1,                        # the residual (the CG data step runs on the normal)
 }
 
 

@@ -413,20 +413,50 @@ def demo(output: Path, device: str) -> None:
               help="Output folder (created if missing).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a protocol field (VALUE in YAML); repeatable.")
-@click.option("--overwrite", is_flag=True, help="Redo studies already done in the folder.")
+@click.option("--overwrite", is_flag=True, help="Redo every study, done or not.")
+@click.option("--redo-stale", is_flag=True,
+              help="Redo studies whose input, protocol or prior changed since their report.")
+@click.option("--shard", metavar="K/N", default=None,
+              help="Only the K-th of N shards of the studies (a stable split by name).")
+@click.option("--executor", type=click.Choice(["sequential", "dask"]), default="sequential",
+              show_default=True, help="Where studies are computed (dask: medrecon[dask]).")
+@click.option("--workers", type=int, default=None,
+              help="Dask: processes of the local cluster [default: cores, at most 4].")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="Dask: join the cluster at ADDRESS (e.g. tcp://host:8786) instead.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per process [default: torch's; 1 per Dask worker].")
+@click.option("--claim-timeout", type=float, default=None, metavar="SECONDS",
+              help="Heartbeat age at which another run's claim on a study expires "
+                   "[default: 120].")
 def run(protocol: str, inputs: tuple[str, ...], output: Path, overrides: tuple[str, ...],
-        overwrite: bool) -> None:
+        overwrite: bool, redo_stale: bool, shard: str | None, executor: str,
+        workers: int | None, scheduler: str | None, threads: int | None,
+        claim_timeout: float | None) -> None:
     """Run a site PROTOCOL (shipped name or YAML file) on INPUTS (files, folders, globs).
 
     Each study gets its reconstruction, a PNG figure and a JSON report in the output
     folder; a failing study is reported and the rest go on (exit status 1 if any
-    failed). Studies already done are skipped unless --overwrite.
+    failed). A study whose report records the same input (path, size, SHA-256),
+    protocol and prior is skipped; one where any of them changed is reported stale and
+    kept unless --redo-stale. Any number of runs (shards, machines) may share one output
+    folder: each study is computed once.
     """
+    from medrecon.cohort import CLAIM_TIMEOUT, parse_shard
     from medrecon.protocol import load_protocol
     from medrecon.run import exit_status, run_protocol
 
+    if threads is not None and threads < 1:
+        raise InputError(None, "--threads", f"expected at least 1, got {threads}")
+    if claim_timeout is not None and not claim_timeout > 0:
+        raise InputError(None, "--claim-timeout", f"expected seconds > 0, got {claim_timeout}")
     summary = run_protocol(load_protocol(protocol, overrides), inputs, output,
-                           overwrite=overwrite, echo=click.echo)
+                           overwrite=overwrite, redo_stale=redo_stale,
+                           shard=None if shard is None else parse_shard(shard),
+                           executor=executor, workers=workers, scheduler=scheduler,
+                           threads=threads if threads is not None else (
+                               1 if executor == "dask" else None),
+                           claim_timeout=claim_timeout or CLAIM_TIMEOUT, echo=click.echo)
     if exit_status(summary):
         raise click.exceptions.Exit(exit_status(summary))
 

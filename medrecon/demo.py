@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
+from medrecon.cohort import study_name
 from medrecon.data.samples import CT_SAMPLE, MRI_SAMPLE, sample_path
 from medrecon.errors import MedreconError
 from medrecon.protocol import load_protocol
-from medrecon.run import prepare_output, run_protocol, study_names
+from medrecon.run import prepare_output, run_protocol
 
 DEMO_STUDIES = (
     ("CT", CT_SAMPLE, ("ct-sparse-tv", "ct-sparse-dds")),
@@ -46,7 +47,7 @@ def run_demo(output: Path, device: torch.device, echo: Callable[[str], None]) ->
             if summary.failed:
                 raise MedreconError(f"demo: {name} failed on {sample}: "
                                     f"{summary.failed[0].message}")
-            stem = protocol.outputs.stem(study_names([path])[0])
+            stem = protocol.outputs.stem(study_name(path, path.parent))
             report = json.loads((output / f"{stem}.json").read_text())
             rows.append({"study": modality, "protocol": name, "method": report["solver"],
                          **report["metrics"], "seconds": report["timings"]["total"],

@@ -17,20 +17,23 @@ the protocol's solver and prior, and writes, under the study's output stem
   resolved and its hash, package versions, seed, device, prior); with
   ``outputs.report: false`` it is kept as the hidden ``.STEM.done`` instead.
 
-Data safety: a study's files are written in a hidden staging folder inside the
-output folder and moved into place when all are complete, the report last; the
-report marks a study as done, and a later run skips done studies unless asked to
-overwrite. Ctrl-C or SIGTERM removes the staging folder of the study under way and
-stops, leaving finished studies intact. A failing study is reported and the rest
-go on; everything that can be known before the first study (the output folder, the
-inputs, the prior, the device) is checked before any work starts.
+Data safety and cohorts (:mod:`medrecon.cohort`): a study is named by its path under
+the input root it was found in; its report records the input's path, size and SHA-256
+and the protocol's and prior's hashes, and a later run skips it only when all match
+(otherwise it is *stale*: kept, and recomputed with ``redo_stale`` or ``overwrite``).
+A study is claimed before it is computed, so any number of runs (shards, machines,
+Dask workers) can share one output folder and each study is computed once; its files
+are written in a staging folder of its own inside the output folder, synced, and
+moved into place when all are complete, the report last. Ctrl-C or SIGTERM removes
+the staging folder of the study under way and stops, leaving finished studies
+intact. A failing study is reported and the rest go on; everything that can be known
+before the first study (the output folder, the inputs and their names, the prior, the
+device, the executor) is checked before any work starts.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
+import dataclasses
 import logging
 import os
 import platform
@@ -48,9 +51,23 @@ import numpy as np
 import torch
 
 from medrecon import __version__
+from medrecon.cohort import (
+    CLAIM_TIMEOUT,
+    Claim,
+    Fingerprint,
+    StudyInput,
+    discover,
+    file_sha256,
+    in_shard,
+    publish,
+    read_report,
+    staging_path,
+    write_json_atomic,
+)
 from medrecon.data.atomic import check_output_path
 from medrecon.data.volume import Volume
 from medrecon.errors import InputError
+from medrecon.executors import executor_for, worker_device
 from medrecon.figures import Panel, comparison_panels, save_figure
 from medrecon.methods import method
 from medrecon.outputs import write_reconstruction
@@ -64,15 +81,22 @@ VERSIONED_PACKAGES = ("torch", "numpy", "astra-toolbox", "sigpy", "torchkbnufft"
                       "h5py", "pydicom", "nibabel")
 
 
+STATUSES = ("done", "skipped", "stale", "failed")
+
+
 @dataclass(frozen=True)
 class StudyOutcome:
-    """What happened to one study: ``status`` is ``done``, ``skipped`` or ``failed``."""
+    """What happened to one study: ``status`` is one of :data:`STATUSES` (``busy``, held
+    by another live run, only between the two passes of a run); ``line`` is the line the
+    run prints for it; ``unfit`` marks a file or acquisition the protocol does not take."""
 
     study: str
     input: Path
     status: str
     message: str = ""
     seconds: float = 0.0
+    line: str = ""
+    unfit: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,8 +110,39 @@ class RunSummary:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(o.status == s for o in self.outcomes) for s in ("done", "skipped",
-                                                                        "failed")}
+        return {s: sum(o.status == s for o in self.outcomes) for s in STATUSES}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run treats studies found finished and the work of other runs.
+
+    ``overwrite`` recomputes every study; ``redo_stale`` those whose input, protocol or
+    prior changed since their report (:class:`medrecon.cohort.Fingerprint`); ``threads``
+    sets torch's thread count per process (``None``: torch's default);
+    ``claim_timeout`` is the heartbeat age at which another run's claim expires."""
+
+    overwrite: bool = False
+    redo_stale: bool = False
+    threads: int | None = None
+    claim_timeout: float = CLAIM_TIMEOUT
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """Everything one study's computation needs, picklable for a Dask worker."""
+
+    protocol: Protocol
+    study: StudyInput
+    stem: str
+    outdir: Path
+    label: str
+    device: torch.device
+    prior_reference: str | None
+    prior_path: Path | None
+    prior_sha256: str | None
+    options: RunOptions
+    wait: bool = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -95,47 +150,6 @@ class Interrupted(KeyboardInterrupt):
 
 
 # -------------------------------------------------------------------------- preparation
-def find_inputs(inputs: Sequence[str | os.PathLike[str]], pattern: str) -> list[Path]:
-    """Files named by ``inputs``: files, folders (their files matching ``pattern``,
-    recursively) and glob patterns; each once, in the order given."""
-    if not inputs:
-        raise InputError(None, "INPUT", "no input given")
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_file():
-            matches = [path]
-        elif path.is_dir():
-            matches = sorted(p for p in path.rglob(pattern) if p.is_file() and not any(
-                part.startswith(".") for part in p.relative_to(path).parts))
-            if not matches:
-                raise InputError(path, None, f"no files matching {pattern!r} in this folder")
-        else:
-            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True)
-                             if Path(p).is_file())
-            if not matches:
-                raise InputError(item, None, "no such file or folder, and no file matches it")
-        found.extend(p for p in matches if p not in found)
-    return found
-
-
-def study_names(paths: Sequence[Path]) -> list[str]:
-    """A unique name per input: the file stem (without ``.nii.gz`` and the like), prefixed
-    by its parent folders where stems repeat."""
-    def stem(path: Path, depth: int) -> str:
-        base = path.name.split(".")[0] or path.name
-        parents = [p.name for p in path.parents][:depth][::-1]
-        return "_".join([*parents, base])
-
-    names = [stem(p, 0) for p in paths]
-    for depth in range(1, 16):
-        repeated = {n for n in names if names.count(n) > 1}
-        if not repeated:
-            break
-        names = [stem(p, depth) if n in repeated else n for p, n in zip(paths, names)]
-    return names
-
-
 def resolve_device(protocol: Protocol) -> torch.device:
     """``cpu``, ``cuda`` (refused without a GPU) or ``auto`` (a GPU when torch and ASTRA
     both see one)."""
@@ -156,13 +170,6 @@ def load_prior(reference: str, modality: str, device: torch.device):
     from medrecon.priors.defaults import load_named_prior
 
     return load_named_prior(reference, modality, device)
-
-
-def load_protocol_prior(protocol: Protocol, device: torch.device):
-    """The protocol's prior and its path (``None`` for methods that take none), loaded
-    before any study."""
-    reference = prior_reference(protocol)
-    return None if reference is None else load_prior(reference, protocol.modality, device)
 
 
 def prepare_output(outdir: str | os.PathLike[str], *, create: bool = True) -> Path:
@@ -257,14 +264,13 @@ def study_panels(result: StudyResult, method: str) -> list[Panel]:
     return panels
 
 
-def study_report(result: StudyResult, protocol: Protocol, path: Path, study: str,
-                 outputs: list[str], seconds: float, device: torch.device,
-                 prior_path: Path | None) -> dict[str, object]:
+def study_report(result: StudyResult, job: StudyJob, fingerprint: Fingerprint,
+                 outputs: list[str], seconds: float, device: torch.device) -> dict[str, object]:
     """The JSON report of a finished study (see the module docstring)."""
     records = result.records
     return {
-        "study": study, "input": str(path), "status": "done",
-        "modality": protocol.modality, "solver": result.method,
+        "study": job.study.name, "input": fingerprint.record(), "status": "done",
+        "modality": job.protocol.modality, "solver": result.method,
         "metrics": result.metrics,
         "timings": {"total": seconds,
                     "solver": sum(r.timings.get("total", 0.0) for r in records)},
@@ -274,12 +280,12 @@ def study_report(result: StudyResult, protocol: Protocol, path: Path, study: str
         "warnings": list(result.warnings),
         "acquisition": result.facts,
         "outputs": outputs,
-        "provenance": provenance(protocol, device, prior_path),
+        "provenance": provenance(job.protocol, device, job.prior_path, job.prior_sha256),
     }
 
 
-def provenance(protocol: Protocol, device: torch.device,
-               prior_path: Path | None) -> dict[str, object]:
+def provenance(protocol: Protocol, device: torch.device, prior_path: Path | None,
+               prior_sha256: str | None) -> dict[str, object]:
     """Protocol as resolved with its hash, package versions, seed, device and prior."""
     versions = {"medrecon": __version__, "python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
@@ -287,22 +293,12 @@ def provenance(protocol: Protocol, device: torch.device,
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    prior = None
-    if prior_path is not None:
-        prior = {"path": str(prior_path), "sha256": _sha256(prior_path)}
+    prior = None if prior_path is None else {"path": str(prior_path), "sha256": prior_sha256}
     return {"protocol": protocol.to_dict(), "protocol_hash": protocol.hash,
             "protocol_source": None if protocol.source is None else str(protocol.source),
             "versions": versions, "seed": protocol.seed, "device": str(device),
             "platform": platform.platform(), "prior": prior,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def report_name(protocol: Protocol, stem: str) -> str:
@@ -311,14 +307,10 @@ def report_name(protocol: Protocol, stem: str) -> str:
     return f"{stem}.json" if protocol.outputs.report else f".{stem}.done"
 
 
-def publish(staging: Path, outdir: Path, names: list[str], report: str) -> None:
-    """Move the finished files of a study into ``outdir``, the report last."""
-    for name in [*names, report]:
-        target = outdir / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(staging / name, target)
-    shutil.rmtree(staging, ignore_errors=True)
+def summary_name(shard: tuple[int, int] | None) -> str:
+    """``run_summary.json``, or ``run_summary_shard-K-of-N.json`` for a shard."""
+    return "run_summary.json" if shard is None else (
+        f"run_summary_shard-{shard[0]}-of-{shard[1]}.json")
 
 
 @contextmanager
@@ -341,88 +333,181 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # ------------------------------------------------------------------------ the run
 def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
                  outdir: str | os.PathLike[str], *, overwrite: bool = False,
-                 echo: Callable[[str], None] = print) -> RunSummary:
-    """Run ``protocol`` on every study of ``inputs`` into ``outdir`` (module docstring).
+                 redo_stale: bool = False, shard: tuple[int, int] | None = None,
+                 executor: str = "sequential", workers: int | None = None,
+                 scheduler: str | None = None, threads: int | None = None,
+                 claim_timeout: float = CLAIM_TIMEOUT,
+                 echo: Callable[[str], None] = logger.info) -> RunSummary:
+    """Run ``protocol`` on every study of ``inputs`` (of shard ``(K, N)`` if given) into
+    ``outdir`` (module docstring), in this process or on Dask (``executor="dask"``: a
+    local cluster of ``workers`` processes, or the cluster at ``scheduler``). Each study's
+    line and the summary go to ``echo`` (logging by default); the summary is also written
+    to ``outdir/run_summary.json`` (:func:`summary_name`).
 
-    Raises :class:`InputError` before any work for a bad output folder, inputs, prior
-    or device; a failing study is recorded in the summary and the run goes on.
+    Raises :class:`InputError` before any work for a bad output folder, inputs (two of
+    one study name included), prior, device or executor; a failing study is recorded in
+    the summary and the run goes on.
     """
     outdir = prepare_output(outdir, create=False)
-    paths = find_inputs(inputs, protocol.input.pattern)
-    names = study_names(paths)
+    found = discover(inputs, protocol.input.pattern)
+    chosen = [study for study in found if in_shard(study.name, shard)]
     device = resolve_device(protocol)
-    loaded = load_protocol_prior(protocol, device)
-    prior, prior_path = loaded if loaded is not None else (None, None)
-    outcomes: list[StudyOutcome] = []
-    unfit: dict[Path, str] = {}  # studies whose file or acquisition does not fit
+    pool = executor_for(executor, workers=workers, scheduler=scheduler)
+    reference = prior_reference(protocol)
+    prior_path = prior_sha256 = None
+    if reference is not None:  # refused before any work if it does not load
+        prior, prior_path = load_prior(reference, protocol.modality, device)
+        _PRIORS[(reference, protocol.modality, str(device))] = prior, prior_path
+        prior_sha256 = None if prior_path is None else file_sha256(prior_path)
+    options = RunOptions(overwrite, redo_stale, threads, claim_timeout)
+    jobs = [StudyJob(protocol, study, protocol.outputs.stem(study.name), outdir,
+                     f"[{index}/{len(chosen)}] {study.name}", device, reference, prior_path,
+                     prior_sha256, options) for index, study in enumerate(chosen, start=1)]
+    if shard is not None:
+        echo(f"shard {shard[0]}/{shard[1]}: {len(jobs)} of {len(found)} studies")
+    outcomes: dict[int, StudyOutcome] = {}
     with sigterm_as_interrupt():
-        for index, (path, study) in enumerate(zip(paths, names), start=1):
-            label = f"[{index}/{len(paths)}] {study}"
-            stem = protocol.outputs.stem(study)
-            report = report_name(protocol, stem)
-            if (outdir / report).is_file() and not overwrite:
-                echo(f"{label}: done before, skipped ({report})")
-                outcomes.append(StudyOutcome(study, path, "skipped"))
-                continue
-            try:
-                opened = open_checked(protocol, path)
-            except Exception as exc:  # noqa: BLE001 - reported per study
-                unfit[path] = _one_line(exc)
-                echo(f"{label}: FAILED: {unfit[path]}")
-                outcomes.append(StudyOutcome(study, path, "failed", unfit[path]))
-                continue
-            with opened:
-                outcomes.append(_run_study(protocol, opened, study, stem, outdir, prior,
-                                           prior_path, device, label, echo))
-    if len(unfit) == len(paths):  # nothing could run: bad input, as before any work
-        first = unfit[paths[0]]
-        raise InputError(None, None, first if len(paths) == 1 else
-                         f"none of the {len(paths)} inputs fits protocol {protocol.name!r}; "
+        # first every study no other run holds; then wait for (or take over) the others
+        for first_pass in (True, False):
+            todo = [i for i, job in enumerate(jobs) if first_pass or outcomes[i].status == "busy"]
+            batch = [dataclasses.replace(jobs[i], wait=not first_pass) for i in todo]
+            for k, outcome in pool.run(process_study, batch, outdir, _lost):
+                outcomes[todo[k]] = outcome
+                if outcome.status != "busy":
+                    echo(outcome.line)
+    ordered = [outcomes[i] for i in range(len(jobs))]
+    if ordered and all(o.unfit for o in ordered):  # nothing could run: bad input
+        first = ordered[0].message
+        raise InputError(None, None, first if len(ordered) == 1 else
+                         f"none of the {len(ordered)} inputs fits protocol {protocol.name!r}; "
                          f"the first: {first}")
-    summary = RunSummary(outcomes)
+    summary = RunSummary(ordered)
     counts = summary.counts()
-    noun = "study" if len(outcomes) == 1 else "studies"
-    echo(f"{len(outcomes)} {noun}: {counts['done']} done, {counts['skipped']} skipped, "
+    noun = "study" if len(ordered) == 1 else "studies"
+    stale = f", {counts['stale']} stale" if counts["stale"] else ""
+    echo(f"{len(ordered)} {noun}: {counts['done']} done, {counts['skipped']} skipped{stale}, "
          f"{counts['failed']} failed")
     for outcome in summary.failed:
         echo(f"  failed: {outcome.study}: {outcome.message}")
+    if counts["stale"]:
+        echo("  stale studies keep their old outputs: --redo-stale recomputes them")
+    write_json_atomic(outdir / summary_name(shard), {
+        "protocol": protocol.name, "protocol_hash": protocol.hash, "executor": pool.describe(),
+        "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "counts": counts,
+        "studies": [{"study": o.study, "input": str(o.input), "status": o.status,
+                     "message": o.message, "seconds": round(o.seconds, 3)} for o in ordered],
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return summary
 
 
-def _run_study(protocol: Protocol, study_file: Study, study: str, stem: str, outdir: Path,
-               prior, prior_path: Path | None, device: torch.device, label: str,
-               echo: Callable[[str], None]) -> StudyOutcome:
-    path = study_file.path
-    outdir.mkdir(parents=True, exist_ok=True)
-    staging = outdir / f".{stem}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+_PRIORS: dict[tuple[str, str, str], tuple[object, Path | None]] = {}
+"""Priors loaded in this process, by (reference, modality, device): once per worker."""
+
+POLL_SECONDS = 0.5
+"""How often a run waiting for another run's study looks again."""
+
+
+def process_study(job: StudyJob) -> StudyOutcome:
+    """One study, start to end: skip it if done (same fingerprint), report it stale, or
+    claim, compute and publish it; ``busy`` if another live run holds it (with
+    ``job.wait``: wait for that run to finish it, or take it over if that run dies)."""
+    if job.options.threads is not None and torch.get_num_threads() != job.options.threads:
+        torch.set_num_threads(job.options.threads)
+    try:
+        fingerprint = Fingerprint.of(job.study.path, job.protocol.hash, job.prior_sha256)
+    except OSError as exc:
+        return _outcome(job, "failed", f"{job.study.path}: cannot read: {exc.strerror}",
+                        unfit=True)
+    report = job.outdir / report_name(job.protocol, job.stem)
+    while True:
+        verdict = _verdict(job, report, fingerprint)
+        if verdict is not None:
+            return verdict
+        try:  # a file or acquisition that does not fit fails before the folder is touched
+            opened = open_checked(job.protocol, job.study.path)
+        except Exception as exc:  # noqa: BLE001 - reported per study
+            return _outcome(job, "failed", _one_line(exc), unfit=True)
+        with opened:
+            job.outdir.mkdir(parents=True, exist_ok=True)
+            claim = Claim.acquire(job.outdir, job.stem, job.protocol.hash,
+                                  timeout=job.options.claim_timeout)
+            if claim is not None:
+                with claim:  # done by another run between the check and the claim?
+                    return _verdict(job, report, fingerprint) or _compute(
+                        job, opened, claim, fingerprint)
+        if not job.wait:
+            return _outcome(job, "busy", "held by another run")
+        time.sleep(POLL_SECONDS)
+
+
+def _lost(job: StudyJob, message: str) -> StudyOutcome:
+    return _outcome(job, "failed", message)
+
+
+def _verdict(job: StudyJob, report: Path, fingerprint: Fingerprint) -> StudyOutcome | None:
+    """The outcome of a study found finished, or ``None`` when it is to be computed."""
+    previous = None if job.options.overwrite else read_report(report)
+    if previous is None:
+        return None
+    changed = fingerprint.differences(previous)
+    if not changed:
+        return _outcome(job, "skipped", f"done before ({report.name})")
+    if job.options.redo_stale:
+        return None
+    return _outcome(job, "stale", f"{', '.join(changed)} changed since {report.name}; kept, "
+                    "not recomputed")
+
+
+def _outcome(job: StudyJob, status: str, message: str, seconds: float = 0.0,
+             unfit: bool = False) -> StudyOutcome:
+    words = {"failed": "FAILED: ", "skipped": "", "stale": "STALE: "}.get(status, "")
+    line = f"{job.label}: {words}{message}" if status != "skipped" else (
+        f"{job.label}: {message}, skipped")
+    return StudyOutcome(job.study.name, job.study.path, status, message, seconds, line, unfit)
+
+
+def _compute(job: StudyJob, opened: Study, claim: Claim,
+             fingerprint: Fingerprint) -> StudyOutcome:
+    protocol, outdir, stem = job.protocol, job.outdir, job.stem
+    device = worker_device(job.device)
+    staging = staging_path(outdir, stem, claim.token)
     start = time.perf_counter()
     generator = torch.Generator(device=device).manual_seed(protocol.seed)
     try:
-        result = reconstruct_study(study_file, protocol.solver.name, protocol.solver.params,
-                                   prior=prior, device=device, generator=generator, label=label)
+        prior = None if job.prior_reference is None else _prior(job, device)
+        result = reconstruct_study(opened, protocol.solver.name, protocol.solver.params,
+                                   prior=prior, device=device, generator=generator,
+                                   label=job.label)
         staging.mkdir()
         names = write_study(result, protocol, stem, staging)
         seconds = time.perf_counter() - start
-        report = study_report(result, protocol, path, study, names, seconds, device,
-                              prior_path)
-        with open(staging / report_name(protocol, stem), "w") as f:
-            json.dump(report, f, indent=2, default=_json_default)
-        publish(staging, outdir, names, report_name(protocol, stem))
+        report = report_name(protocol, stem)
+        write_json_atomic(staging / report, study_report(
+            result, job, fingerprint, names, seconds, device), default=_json_default)
+        if not claim.held():  # taken over (this run was thought dead): the other one wins
+            shutil.rmtree(staging, ignore_errors=True)
+            return _outcome(job, "skipped", "taken over by another run")
+        publish(staging, outdir, names, report)
     except KeyboardInterrupt:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     except Exception as exc:  # noqa: BLE001 - a failing study must not stop the others
         shutil.rmtree(staging, ignore_errors=True)
-        message = _one_line(exc)
-        echo(f"{label}: FAILED: {message}")
-        logger.debug("study %s failed", study, exc_info=True)
-        return StudyOutcome(study, path, "failed", message, time.perf_counter() - start)
+        logger.debug("study %s failed", job.study.name, exc_info=True)
+        return _outcome(job, "failed", _one_line(exc), time.perf_counter() - start)
     metrics = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
     count = len(result.warnings)
     warned = f", {count} warning{'s' * (count != 1)}" if count else ""
-    echo(f"{label}: done in {seconds:.1f} s ({result.method}{metrics}){warned}")
-    return StudyOutcome(study, path, "done", "", seconds)
+    outcome = _outcome(job, "done", "", seconds)
+    return dataclasses.replace(outcome, line=f"{job.label}: done in {seconds:.1f} s "
+                                             f"({result.method}{metrics}){warned}")
+
+
+def _prior(job: StudyJob, device: torch.device):
+    key = (job.prior_reference, job.protocol.modality, str(device))
+    if key not in _PRIORS:
+        _PRIORS[key] = load_prior(job.prior_reference, job.protocol.modality, device)
+    return _PRIORS[key][0]
 
 
 def _one_line(exc: BaseException) -> str:

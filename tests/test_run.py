@@ -116,9 +116,9 @@ def test_site_protocol_over_mixed_folder(capsys, studies, tmp_path):
     assert any("truncated" in line for line in failed)
     assert any("mri" in line and "input.kind" in line for line in failed)
     assert "4 studies: 2 done, 0 skipped, 2 failed" in stdout
-    names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(f"site_{s}{x}" for s in ("a", "b")
-                           for x in (".json", ".nii.gz", ".h5", ".png"))
+    names = sorted(p.name for p in out.iterdir())  # named by the path under the folder
+    assert names == sorted(["run_summary.json", *(f"site_{s}{x}" for s in ("a", "day2_b")
+                                                  for x in (".json", ".nii.gz", ".h5", ".png"))])
     # a second run skips what is done and fails the same two again
     code, stdout, _ = cli(capsys, "run", site, folder, "-o", out)
     assert code == 1 and "4 studies: 0 done, 2 skipped, 2 failed" in stdout
@@ -183,9 +183,6 @@ def test_bad_input_before_any_work(capsys, studies, tmp_path):
     assert code == EXIT_BAD_INPUT and "acquisition.trajectory" in err
 
 
-def test_study_names_are_unique():
-    paths = [Path("x/a/scan.h5"), Path("x/b/scan.h5"), Path("x/c.nii.gz")]
-    assert runner.study_names(paths) == ["a_scan", "b_scan", "c"]
 
 
 def test_without_report_a_hidden_marker_says_done(capsys, studies, tmp_path):
@@ -193,7 +190,8 @@ def test_without_report_a_hidden_marker_says_done(capsys, studies, tmp_path):
             "outputs.report=false", "--set", "outputs.figure=false")
     code, _, _ = cli(capsys, *args)
     assert code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".ct_fbp.done", "ct_fbp.nii.gz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ct_fbp.done", "ct_fbp.nii.gz",
+                                                          "run_summary.json"]
     code, out, _ = cli(capsys, *args)
     assert code == 0 and "1 skipped" in out
 

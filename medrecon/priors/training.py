@@ -48,14 +48,12 @@ import hashlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from medrecon.data.atomic import atomic_file, check_output_path
 from medrecon.data.priors import default_prior_path
@@ -72,6 +70,7 @@ from medrecon.priors.datasets import TrainingSet, load_training_set
 from medrecon.priors.defaults import parse_prior_reference
 from medrecon.priors.network import EDMDenoiser, from_channels, to_channels
 from medrecon.priors.unet import UNetBackbone, UNetConfig
+from medrecon.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -403,8 +402,7 @@ def train_prior(data: TrainingSet, output: str | os.PathLike[str], config: Train
     denoiser = EDMDenoiser(state.net, is_complex=data.modality == "mri",
                            sigma_data=config.sigma_data).train()
     start, t0 = state.step, time.perf_counter()
-    with tqdm(total=config.steps, initial=start, desc="train-prior", unit="step", disable=None,
-              file=sys.stderr) as bar:
+    with progress_bar(config.steps, "train-prior", "step", initial=start) as bar:
         pending: list[torch.Tensor] = []
         while state.step < config.steps:
             pending.append(_step(state, denoiser, images, config, device))

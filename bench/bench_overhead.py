@@ -8,7 +8,8 @@ and a minimal loop doing the same arithmetic with the same operator and denoiser
 checks). Both produce the same outputs, the image and the final relative data
 residual ``||A x - y|| / ||y||`` (one product with ``A`` where the iteration has
 none that gives it), so the difference is the solvers' bookkeeping. Runs are
-interleaved (medrecon, minimal, minimal, medrecon, ...) after a warm-up, with one
+interleaved (medrecon, minimal, minimal, medrecon, ...) after a warm-up, each sample
+repeating a short solve to about half a second, with one
 torch thread, timed by the process's CPU time (``--wall`` for wall time). The table
 gives the fastest run of each (``overhead = medrecon / minimal - 1`` of those: another
 process on a shared machine can only add time, so the minimum is the figure least
@@ -278,13 +279,20 @@ def cases(quick: bool) -> list[tuple[str, Callable[[], object], Callable[[], obj
     return out
 
 
-def _time(fn: Callable[[], object]) -> float:
-    """CPU seconds of this process for one call (with one torch thread this is the work
-    done, robust to other processes competing for the cores; ``--wall`` for wall time)."""
+SAMPLE_SECONDS = 0.5
+"""A timed sample repeats a short solve until it lasts about this long: a single solve of
+40 ms varied by +-10 % between runs, more than the 5 % being measured."""
+
+
+def _time(fn: Callable[[], object], calls: int = 1) -> float:
+    """CPU seconds of this process per call, over ``calls`` calls (with one torch thread
+    this is the work done, robust to other processes competing for the cores; ``--wall``
+    for wall time)."""
     clock = time.perf_counter if WALL else time.process_time
     start = clock()
-    fn()
-    return clock() - start
+    for _ in range(calls):
+        fn()
+    return (clock() - start) / calls
 
 
 def main() -> None:
@@ -304,15 +312,16 @@ def main() -> None:
           f"{'median ratio':>14}  target")
     failed = []
     for name, medrecon, minimal in cases(args.quick):
-        medrecon(), minimal()  # warm-up
+        medrecon()  # warm-up, and the number of calls per sample
+        calls = max(1, math.ceil(SAMPLE_SECONDS / max(_time(minimal), 1e-6)))
         t_med, t_min = [], []
         for k in range(args.repeats):
             if k % 2 == 0:
-                t_med.append(_time(medrecon))
-                t_min.append(_time(minimal))
+                t_med.append(_time(medrecon, calls))
+                t_min.append(_time(minimal, calls))
             else:
-                t_min.append(_time(minimal))
-                t_med.append(_time(medrecon))
+                t_min.append(_time(minimal, calls))
+                t_med.append(_time(medrecon, calls))
         med, mini = min(t_med), min(t_min)
         overhead = med / mini - 1
         median_ratio = statistics.median(t_med) / statistics.median(t_min)

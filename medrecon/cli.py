@@ -95,8 +95,46 @@ EXIT_BAD_INPUT = 2
 @click.option("-v", "--verbose", is_flag=True, help="Log what is done (never patient identity).")
 def cli(verbose: bool) -> None:
     """Reconstruct CT and MRI images with physics operators and classical or diffusion solvers."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="medrecon: %(message)s")
+    configure_logging(verbose)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is now (not the one at start)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Libraries(_Stderr):
+    """Other libraries' records with ``-v`` (medrecon's have their own handler)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        self.addFilter(lambda record: not record.name.startswith("medrecon"))
+
+
+def configure_logging(verbose: bool) -> None:
+    """medrecon's own messages on standard error (``-v``: INFO and up, else WARNING and up,
+    and the progress lines of long work); other libraries' log records (pydicom, PIL and
+    plugins log the tracebacks of errors medrecon reports as one line) only with ``-v``."""
+    ours = logging.getLogger("medrecon")
+    if not any(isinstance(h, _Stderr) for h in ours.handlers):
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("medrecon: %(message)s"))
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO if verbose else logging.WARNING)
+    root = logging.getLogger()
+    if verbose and not any(isinstance(h, _Libraries) for h in root.handlers):
+        root.addHandler(_Libraries())
+        root.setLevel(logging.INFO)
+    elif not root.handlers:
+        root.addHandler(logging.NullHandler())  # no last-resort printing of library records
 
 
 # -- info -------------------------------------------------------------------------

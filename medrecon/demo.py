@@ -47,7 +47,7 @@ def run_demo(output: Path, device: torch.device, echo: Callable[[str], None]) ->
             if summary.failed:
                 raise MedreconError(f"demo: {name} failed on {sample}: "
                                     f"{summary.failed[0].message}")
-            stem = protocol.outputs.stem(study_name(path, path.parent))
+            stem = protocol.outputs.stem(study_name(path, path.parent), protocol.solver.name)
             report = json.loads((output / f"{stem}.json").read_text())
             rows.append({"study": modality, "protocol": name, "method": report["solver"],
                          **report["metrics"], "seconds": report["timings"]["total"],

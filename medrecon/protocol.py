@@ -85,7 +85,7 @@ def _must(ok: Any, problem: str) -> Any:  # a validator: ValueError(problem) unl
     return check
 
 
-def _naming(template: str) -> str:  # an output name template: {study}, no folder separators
+def _naming(template: str) -> str:  # an output name template: {study}, {method}, no folders
     if "/" in template or "\\" in template:
         raise ValueError("a file name, without '/'")
     try:
@@ -93,10 +93,10 @@ def _naming(template: str) -> str:  # an output name template: {study}, no folde
     except ValueError as exc:
         raise ValueError(f"not a valid template ({exc}); write e.g. '{{study}}_tv'") from None
     for name, spec, conv in fields:
-        if name != "study" or spec or conv:
+        if name not in ("study", "method") or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
-            raise ValueError(f"only the field {{study}} is allowed, got {shown}")
-    if not fields:
+            raise ValueError(f"only the fields {{study}} and {{method}} are allowed, got {shown}")
+    if "study" not in [name for name, _, _ in fields]:
         raise ValueError("must contain {study} (the input file's stem), "
                          "or studies overwrite each other")
     return template
@@ -149,7 +149,8 @@ class SolverSpec(_Model):
 
 
 class Outputs(_Model):
-    """Formats to write, the file-name template (field ``{study}``), figure and report."""
+    """Formats to write, the file-name template (fields ``{study}``, ``{method}``), figure
+    and report."""
 
     formats: Annotated[tuple[Literal["nifti", "dicom", "hdf5", "npy"], ...],
                        Field(min_length=1, strict=False)] = ("nifti",)
@@ -157,9 +158,10 @@ class Outputs(_Model):
     figure: bool = True
     report: bool = True
 
-    def stem(self, study: str) -> str:
-        """The output file stem of a study (the input file's stem)."""
-        return self.naming.format(study=study)
+    def stem(self, study: str, method: str) -> str:
+        """The output file stem of a study, named by ``{study}`` and the ``{method}`` that
+        reconstructs it."""
+        return self.naming.format(study=study, method=method)
 
 
 class Protocol(_Model):

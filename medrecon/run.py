@@ -39,6 +39,7 @@ import os
 import platform
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ from medrecon.cohort import (
 )
 from medrecon.data.atomic import check_output_path
 from medrecon.data.volume import Volume
-from medrecon.errors import InputError
+from medrecon.errors import InputError, MedreconError
 from medrecon.executors import executor_for, worker_device
 from medrecon.figures import Panel, comparison_panels, save_figure
 from medrecon.methods import method
@@ -313,21 +314,38 @@ def summary_name(shard: tuple[int, int] | None) -> str:
         f"run_summary_shard-{shard[0]}-of-{shard[1]}.json")
 
 
+_STOP = threading.Event()
+"""Set by SIGTERM or SIGINT within :func:`sigterm_as_interrupt`: the run stops at the next
+safe point even if the raised exception was swallowed (a signal that arrives inside a
+weakref callback or ``__del__`` only prints "Exception ignored")."""
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises :class:`Interrupted` (main thread only)."""
+    """Within the block SIGTERM raises :class:`Interrupted` and SIGINT KeyboardInterrupt
+    (main thread only); both also set :data:`_STOP`, which :func:`check_stop` turns into
+    the same exception at the run's safe points (before publishing, between studies)."""
     def handler(signum, frame):
-        raise Interrupted()
+        _STOP.set()
+        raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
 
+    _STOP.clear()
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def check_stop() -> None:
+    """Raise :class:`Interrupted` if a stop was asked for (see :data:`_STOP`)."""
+    if _STOP.is_set():
+        raise Interrupted()
 
 
 # ------------------------------------------------------------------------ the run
@@ -360,9 +378,10 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
         _PRIORS[(reference, protocol.modality, str(device))] = prior, prior_path
         prior_sha256 = None if prior_path is None else file_sha256(prior_path)
     options = RunOptions(overwrite, redo_stale, threads, claim_timeout)
-    jobs = [StudyJob(protocol, study, protocol.outputs.stem(study.name), outdir,
-                     f"[{index}/{len(chosen)}] {study.name}", device, reference, prior_path,
-                     prior_sha256, options) for index, study in enumerate(chosen, start=1)]
+    jobs = [StudyJob(protocol, study, protocol.outputs.stem(study.name, protocol.solver.name),
+                     outdir, f"[{index}/{len(chosen)}] {study.name}", device, reference,
+                     prior_path, prior_sha256, options)
+            for index, study in enumerate(chosen, start=1)]
     if shard is not None:
         echo(f"shard {shard[0]}/{shard[1]}: {len(jobs)} of {len(found)} studies")
     outcomes: dict[int, StudyOutcome] = {}
@@ -372,6 +391,7 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
             todo = [i for i, job in enumerate(jobs) if first_pass or outcomes[i].status == "busy"]
             batch = [dataclasses.replace(jobs[i], wait=not first_pass) for i in todo]
             for k, outcome in pool.run(process_study, batch, outdir, _lost):
+                check_stop()
                 outcomes[todo[k]] = outcome
                 if outcome.status != "busy":
                     echo(outcome.line)
@@ -426,7 +446,7 @@ def process_study(job: StudyJob) -> StudyOutcome:
         try:  # a file or acquisition that does not fit fails before the folder is touched
             opened = open_checked(job.protocol, job.study.path)
         except Exception as exc:  # noqa: BLE001 - reported per study
-            return _outcome(job, "failed", _one_line(exc), unfit=True)
+            return _outcome(job, "failed", _failure(exc, job.study.path), unfit=True)
         with opened:
             job.outdir.mkdir(parents=True, exist_ok=True)
             claim = Claim.acquire(job.outdir, job.stem, job.protocol.hash,
@@ -484,6 +504,7 @@ def _compute(job: StudyJob, opened: Study, claim: Claim,
         report = report_name(protocol, stem)
         write_json_atomic(staging / report, study_report(
             result, job, fingerprint, names, seconds, device), default=_json_default)
+        check_stop()  # a signal whose exception was lost while writing stops here
         if not claim.held():  # taken over (this run was thought dead): the other one wins
             shutil.rmtree(staging, ignore_errors=True)
             return _outcome(job, "skipped", "taken over by another run")
@@ -494,7 +515,8 @@ def _compute(job: StudyJob, opened: Study, claim: Claim,
     except Exception as exc:  # noqa: BLE001 - a failing study must not stop the others
         shutil.rmtree(staging, ignore_errors=True)
         logger.debug("study %s failed", job.study.name, exc_info=True)
-        return _outcome(job, "failed", _one_line(exc), time.perf_counter() - start)
+        return _outcome(job, "failed", _failure(exc, job.study.path),
+                        time.perf_counter() - start)
     metrics = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
     count = len(result.warnings)
     warned = f", {count} warning{'s' * (count != 1)}" if count else ""
@@ -508,6 +530,15 @@ def _prior(job: StudyJob, device: torch.device):
     if key not in _PRIORS:
         _PRIORS[key] = load_prior(job.prior_reference, job.protocol.modality, device)
     return _PRIORS[key][0]
+
+
+def _failure(exc: BaseException, path: Path) -> str:
+    """A study's failure in one line: medrecon's own errors as they are (they name the
+    file and field); anything else with the file and the exception's type, which says
+    more than a bare library message (``KeyError: 'x'``)."""
+    if isinstance(exc, MedreconError):
+        return _one_line(exc)
+    return f"{path}: unexpected {type(exc).__name__}: {_one_line(exc)}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -120,7 +120,7 @@ def test_protocol_is_frozen_and_defaults_filled(tmp_path):
         "outputs": {"formats": ["nifti", "hdf5"], "naming": "{study}", "figure": True,
                     "report": True}}
     assert protocol.outputs.formats == ("nifti", "hdf5")
-    assert protocol.outputs.stem("knee01") == "knee01"
+    assert protocol.outputs.stem("knee01", "tv") == "knee01"
 
 
 # -- errors name the file, the key and its line -----------------------------------------
@@ -142,7 +142,7 @@ def test_protocol_is_frozen_and_defaults_filled(tmp_path):
     (edit(SITE, 8, "  formats: []"), "outputs.formats (line 8)", "expected a non-empty list"),
     (edit(SITE, 8, "  naming: out/{study}"), "outputs.naming (line 8)", "without '/'"),
     (edit(SITE, 8, "  naming: '{study}_{date}'"), "outputs.naming (line 8)",
-     "only the field {study}"),
+     "only the fields {study} and {method}"),
     (edit(SITE, 8, "  figure: maybe"), "outputs.figure (line 8)", "expected true or false"),
     (edit(SITE, 1, "version: 2"), "version (line 1)", "expected 1"),
     (edit(SITE, 1, "version: 1.0"), "version (line 1)", "got float 1.0"),
@@ -255,7 +255,7 @@ outputs:
     assert protocol.modality == "ct" and protocol.acquisition.geometry == "parallel"
     assert protocol.acquisition.views == 60 and protocol.device == "auto"
     assert protocol.solver.params == {"iterations": 30, "weight": 0.5}
-    assert protocol.outputs.formats == ("npy",) and protocol.outputs.naming == "{study}_tv"
+    assert protocol.outputs.formats == ("npy",) and protocol.outputs.naming == "{study}_{method}"
     assert protocol.source == child
 
 

@@ -77,7 +77,7 @@ def test_every_shipped_protocol_runs(capsys, studies, tmp_path, name):
     study = _input_for(name, studies)
     code, out, _ = cli(capsys, "run", name, study, "-o", tmp_path, *sets)
     assert code == 0, out
-    stem = load_protocol(name, overrides).outputs.stem(study.stem)
+    stem = load_protocol(name, overrides).outputs.stem(study.stem, protocol.solver.name)
     report = json.loads((tmp_path / f"{stem}.json").read_text())
     assert report["status"] == "done" and report["solver"] == protocol.solver.name
     assert report["provenance"]["protocol_hash"] == load_protocol(name, overrides).hash
@@ -158,6 +158,52 @@ def test_interrupt_while_writing_removes_the_staging_folder(studies, tmp_path, m
         runner.run_protocol(load_protocol("ct-sparse-fbp"), [studies["ct"]], out,
                             echo=lambda _: None)
     assert list(out.iterdir()) == []
+
+
+def test_a_signal_whose_exception_was_swallowed_still_stops_the_run(studies, tmp_path,
+                                                                    monkeypatch):
+    """The issue: SIGTERM during writing raised inside a weakref callback ("Exception
+    ignored in ... Interrupted"), and the run went on and exited 0. The handler also
+    sets a flag that the run checks before publishing."""
+    real = runner.write_study
+
+    def signal_lost_while_writing(*args, **kwargs):
+        names = real(*args, **kwargs)
+        runner._STOP.set()  # what the handler does before its exception is swallowed
+        return names
+
+    monkeypatch.setattr(runner, "write_study", signal_lost_while_writing)
+    out = tmp_path / "out"
+    inputs = [tmp_path / "a.h5", tmp_path / "b.h5"]
+    for path in inputs:
+        path.write_bytes(studies["ct"].read_bytes())
+    with pytest.raises(KeyboardInterrupt), runner.sigterm_as_interrupt():
+        runner._STOP.set()
+        runner.run_protocol(load_protocol("ct-sparse-fbp"), inputs, out, echo=lambda _: None)
+    assert list(out.iterdir()) == []  # nothing published, no staging or claim left
+    code = main(["run", "ct-sparse-fbp", str(inputs[0]), "-o", str(out)])
+    assert code == 130 and list(out.iterdir()) == []
+
+
+def test_an_unexpected_error_names_the_study_file_and_type_and_the_rest_go_on(
+        studies, tmp_path, monkeypatch):
+    real = runner.reconstruct_study
+
+    def broken(study, *args, **kwargs):
+        if study.path.stem == "a":
+            raise KeyError("x")  # a library failing deep inside
+        return real(study, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "reconstruct_study", broken)
+    inputs = [tmp_path / "a.h5", tmp_path / "b.h5"]
+    for path in inputs:
+        path.write_bytes(studies["ct"].read_bytes())
+    lines: list[str] = []
+    summary = runner.run_protocol(load_protocol("ct-sparse-fbp"), inputs, tmp_path / "out",
+                                  echo=lines.append)
+    assert [o.status for o in summary.outcomes] == ["failed", "done"]
+    assert summary.outcomes[0].message == f"{inputs[0]}: unexpected KeyError: 'x'"
+    assert f"  failed: a: {inputs[0]}: unexpected KeyError: 'x'" in lines
 
 
 def test_bad_input_before_any_work(capsys, studies, tmp_path):

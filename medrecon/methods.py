@@ -278,9 +278,19 @@ def _sirt(task: Task, p: SIRTParams, prior, generator):
     return task.problem, {"n_iter": p.iterations}
 
 
+def _soft_sense(task: Task):
+    """The task's problem with both ESPIRiT map sets where its study offers one (Cartesian
+    multi-coil MRI, :mod:`medrecon.studies.mri_sets`: its ``(2 H, W)`` solution is
+    combined by the study), else the task's problem. The two sets are orthonormal per
+    pixel, so the operator norm is the one-set operator's."""
+    soft = getattr(task, "soft_sense_problem", None)
+    return (soft() if soft is not None else None) or task.problem
+
+
 def _cgsense(task: Task, p: CGSENSEParams, prior, generator):
     weight = p.weight + (p.noise_weight * task.relative_noise() ** 2 if p.noise_weight else 0.0)
-    return task.problem, {"weight": weight * task.operator_norm() ** 2, "n_iter": p.iterations}
+    return _soft_sense(task), {"weight": weight * task.operator_norm() ** 2,
+                               "n_iter": p.iterations}
 
 
 def _adjoint_max(task: Task, transform: Callable | None = None) -> float:
@@ -299,7 +309,7 @@ def _l1wavelet(task: Task, p: L1WaveletParams, prior, generator):
     weight = p.weight * _adjoint_max(task, W)
     if p.noise_weight:
         weight += p.noise_weight * task.relative_noise() ** 2 * norm**2 * task.image_level()
-    return task.problem, {"weight": weight, "n_iter": p.iterations, "operator_norm": norm}
+    return _soft_sense(task), {"weight": weight, "n_iter": p.iterations, "operator_norm": norm}
 
 
 def _tv(task: Task, p: TVParams, prior, generator):
@@ -357,9 +367,20 @@ def dds_gamma(task: Task, p: DDSParams, denoiser: Denoiser) -> float:
                                                       p.reference_noise)
 
 
+def _prior_grid(task: Task, prior) -> Task:
+    """The task on the prior's finer image grid where its study offers one (an MRI
+    image under half the prior's training size, :mod:`medrecon.studies.mri_resolution`:
+    its solution is brought back by the study), else ``task``."""
+    fine = getattr(task, "prior_grid_task", None)
+    return (fine(prior) if fine is not None else None) or task
+
+
 def _dds(task: Task, p: DDSParams, prior, generator):
+    # on the prior's grid the weight stays the task's: r^2 / sigma_y^2 (r the denoised
+    # image's error per pixel, sigma_y the data's noise) does not depend on the grid
+    gamma = dds_gamma(task, p, task.prior_in_units(prior))
+    task = _prior_grid(task, prior)
     problem, arguments, denoiser = _diffusion(task, p, prior, generator)
-    gamma = dds_gamma(task, p, denoiser)
     arguments = {**arguments, "eta": p.eta, "gamma": gamma, "cg_iter": p.cg_iter,
                  "n_samples": p.n_samples}
     if p.adapt is not None:

@@ -40,6 +40,7 @@ from medrecon.operators.base import (
 from medrecon.operators.ct import ConeBeam3D, CTProjector, ParallelBeam3D
 from medrecon.operators.ct_geometry import CTGeometry
 from medrecon.operators.finite_difference import FiniteDifference
+from medrecon.operators.kspace_crop import KSpaceCrop
 from medrecon.operators.mri import CartesianMRI, FFT2c
 from medrecon.operators.nufft import NonCartesianMRI, ToeplitzNormal
 from medrecon.operators.sampling import radial_trajectory, random_mask
@@ -221,6 +222,19 @@ def _toeplitz(device, dtype):
                           device=device)
 
 
+
+def _kspace_crop(device, dtype):
+    """A k-space crop from an odd, non-integer multiple 15 x 22 to 7 x 10 (odd rows test
+    the centring of both grids)."""
+    return KSpaceCrop((15, 22), (7, 10), dtype=dtype, device=device)
+
+
+def _sense_kspace_crop(device, dtype):
+    """SENSE on the coarse grid after the crop (the prior-resolution operator ``A C`` of
+    :mod:`medrecon.studies.mri_resolution`)."""
+    return _cartesian(3, "2d")(device, dtype) @ KSpaceCrop((14, 20), (7, 10), dtype=dtype,
+                                                            device=device)
+
 _TOEPLITZ_NOTE = ("normal by Toeplitz embedding differs from adjoint(forward) by up to about "
                   "1e-5 relative in either precision (the kernel's interpolation error, see "
                   "operators/nufft.py), so its normal checks use the 3e-5 of "
@@ -290,6 +304,8 @@ OPERATORS: dict[str, OperatorSpec] = {
                                                  COMPLEX, normal_tolerance=3e-5,
                                                  note=_TOEPLITZ_NOTE),
     "mri_toeplitz_normal": OperatorSpec(_toeplitz, COMPLEX),
+    "mri_kspace_crop": OperatorSpec(_kspace_crop, COMPLEX, norm=lambda A: A.scale),
+    "mri_sense_kspace_crop": OperatorSpec(_sense_kspace_crop, COMPLEX),
 }
 
 

@@ -1,10 +1,13 @@
 """An MRI study: a fastMRI-layout k-space file, opened once, reconstructed slice by slice.
 
 Per slice: coil maps by ESPIRiT from the fully sampled calibration region (from the
-gridded centre for non-Cartesian data), a SENSE operator (Cartesian or NUFFT, single
-coil without maps), data normalised to ``max |y| = 1``, the method, the magnitude set to
-zero outside the maps' support (where no coil sees the object, so the data say nothing
-and a sparsity prior would only leak into it), cropped to the header's reconstruction
+gridded centre for non-Cartesian data; the kernel width chosen from the calibration data
+by :func:`medrecon.operators.coils.espirit_kernel_width`, so that a 12 x 12 centre keeps
+an object that fills the field of view inside the maps' support), a SENSE operator
+(Cartesian or NUFFT, single coil without maps), data normalised to ``max |y| = 1``, the
+method, the magnitude set to zero outside the maps' support (where no coil sees the
+object, so the data say nothing and a sparsity prior would only leak into it), cropped
+to the header's reconstruction
 matrix as fastMRI does, and the metrics of :mod:`medrecon.metrics` with fastMRI's
 conventions (data range = the reference volume's maximum).
 
@@ -19,6 +22,7 @@ on the sharp-edged body phantoms; the empty rows read it within 1 %.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
     from medrecon.operators.mri import CartesianMRI
     from medrecon.operators.nufft import NonCartesianMRI
     from medrecon.priors.base import Denoiser
+    from medrecon.solvers.problem import Problem
+    from medrecon.studies.mri_resolution import FineTask
 
 DEFAULT_CALIBRATION = 24
 MIN_CALIBRATION = 12  # a 6x6 ESPIRiT kernel on fewer lines gives unusable maps
@@ -212,13 +218,47 @@ class MRITask(BaseTask):
     modality = "mri"
 
     def __init__(self, problem, radius: torch.Tensor, scale: float,
-                 columns: torch.Tensor | None = None):
+                 columns: torch.Tensor | None = None, calibration: int | None = None):
         super().__init__(problem)
         self.radius = radius
         self.scale = scale
         self.columns = columns
+        self.calibration = calibration
         self._noise: float | None = None
         self._baseline: torch.Tensor | None = None
+        self._soft: Problem | bool | None = None
+        self.prior_grid: FineTask | None = None
+        """The task on the prior's grid a diffusion method last ran on (or ``None``)."""
+
+    def prior_grid_task(self, denoiser: Denoiser) -> FineTask | None:
+        """This task on the prior's finer grid where the image is under half the prior's
+        training size (:mod:`medrecon.studies.mri_resolution`), else ``None``; kept in
+        :attr:`prior_grid` so that :meth:`MRIStudy.reconstruct` brings the solution
+        back."""
+        from medrecon.studies.mri_resolution import prior_grid_task
+
+        fine = prior_grid_task(self, denoiser)
+        if fine is None or self.prior_grid is None \
+                or self.prior_grid.crop.fine_shape != fine.crop.fine_shape:
+            self.prior_grid = fine
+        return self.prior_grid
+
+    def soft_sense_problem(self) -> Problem | None:
+        """The problem with both ESPIRiT map sets (:mod:`medrecon.studies.mri_sets`) for
+        Cartesian multi-coil data with a ``calibration`` width, where the second set is
+        not empty inside the first's support; ``None`` otherwise (computed once). Its
+        solution is ``(2 H, W)``; :meth:`MRIStudy.reconstruct` combines it."""
+        if self._soft is None:
+            self._soft = False
+            op = self.problem.operator
+            if self.calibration and self._cartesian and op.maps is not None:
+                from medrecon.operators.coils import espirit_second_set
+                from medrecon.studies.mri_sets import SoftSENSE
+
+                second = espirit_second_set(self.problem.y, self.calibration, op.maps)
+                if bool(second.abs().amax() > 0):
+                    self._soft = problem_of(SoftSENSE(op, second), self.problem.y)
+        return self._soft or None
 
     def estimated_noise(self) -> float:
         """The smaller of :func:`kspace_noise` (the k-space periphery) and, for Cartesian
@@ -315,7 +355,11 @@ class MRIStudy(Study):
             scale = float(y.abs().max()) or 1.0
             support = (operator.maps.abs().pow(2).sum(0) > 0) if operator.maps is not None \
                 else None  # the coils do not see outside their support
-            yield MRITask(problem_of(operator, y / scale), radius, scale, columns), support
+            width = None
+            if f.trajectory is None and operator.maps is not None:
+                width = self.calibration or calibration_width(f.mask, f.shape)
+            yield MRITask(problem_of(operator, y / scale), radius, scale, columns,
+                          width), support
 
     def reconstruct(self, method: Method, params: Params, *, prior: Denoiser | None = None,
                     device: torch.device | str = "cpu",
@@ -332,6 +376,14 @@ class MRIStudy(Study):
             for i, (task, support) in enumerate(self.tasks(device)):
                 record = method.run(task, params, prior=prior, generator=generator,
                                     callback=progress(i, f.num_slices))
+                fine = task.prior_grid
+                if fine is not None and tuple(record.image.shape[-2:]) == fine.crop.fine_shape:
+                    record = fine.to_coarse(record)  # solved on the prior's grid
+                height = task.problem.operator.domain_shape[0]
+                if record.image.shape[-2] == 2 * height:  # soft SENSE: two map sets
+                    from medrecon.studies.mri_sets import combine
+
+                    record = replace(record, image=combine(record.image, height))
                 warnings += plausibility_warnings(
                     task, record, fits_data=method.fits_data,
                     where=f"slice {i}: " if f.num_slices > 1 else "", support=support)

@@ -42,6 +42,8 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 
 from medrecon.data.atomic import atomic_folder
+from medrecon.data.h5guard import check_size
+from medrecon.data.quiet import quiet
 from medrecon.data.volume import Volume
 from medrecon.errors import InputError
 
@@ -55,6 +57,8 @@ STUDY_KEYWORDS = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID",
 MR_KEYWORDS = {"ScanningSequence": "RM", "SequenceVariant": "NONE", "ScanOptions": "",
                "MRAcquisitionType": "", "EchoTime": "", "EchoTrainLength": ""}
 OUTPUT_NAME = re.compile(r"IM\d{5,}\.dcm")
+#: largest Rows or Columns read
+MAX_SIDE = 16384
 
 
 # --------------------------------------------------------------------------- reading
@@ -77,7 +81,13 @@ def read_dicom(path: str | os.PathLike[str]) -> Volume:
     >>> volume.array.shape, volume.units
     ((2, 3, 4), 'HU')
     """
-    path = Path(path)
+    # pydicom, its decoders and PIL log (even tracebacks) and warn on corrupt files:
+    # kept quiet, and any problem ends as one InputError
+    with quiet():
+        return _read_dicom(Path(path))
+
+
+def _read_dicom(path: Path) -> Volume:
     if path.is_dir():
         slices = _read_folder(path)
     elif path.is_file():
@@ -92,14 +102,24 @@ def read_dicom(path: str | os.PathLike[str]) -> Volume:
     array = _pixel_values(slices)
     sources = tuple(_without_pixels(ds) for _, ds in slices)
     first = sources[0]
-    modality = str(first.get("Modality", "") or "OT")
+    try:
+        modality = str(first.get("Modality", "") or "OT")
+        units = _units(first, modality)
+    except Exception as exc:  # a value pydicom cannot convert
+        raise InputError(slices[0][0], "Modality", f"unreadable ({_brief(exc)})") from None
     return Volume(array=array, spacing=spacing, origin=origin, orientation=orientation,
-                  modality=modality, units=_units(first, modality), source=sources)
+                  modality=modality, units=units, source=sources)
 
 
 def _brief(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0][:200] if text else "") or type(exc).__name__
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic from a decoder (pyo3's ``PanicException``, which
+    derives from ``BaseException`` so that ``except Exception`` misses it)."""
+    return type(exc).__name__ == "PanicException"
 
 
 def _read_file(path: Path, *, in_folder: bool = False) -> Dataset | None:
@@ -112,6 +132,11 @@ def _read_file(path: Path, *, in_folder: bool = False) -> Dataset | None:
         raise InputError(path, None, _not_dicom_reason(path)) from None
     except Exception as exc:  # pydicom raises many kinds on corrupt files
         raise InputError(path, None, f"unreadable DICOM file ({_brief(exc)})") from None
+    except BaseException as exc:
+        if not _is_panic(exc):
+            raise
+        raise InputError(path, None, f"unreadable DICOM file (decoder panic: {_brief(exc)})"
+                         ) from None
 
 
 def _not_dicom_reason(path: Path) -> str:
@@ -285,6 +310,13 @@ def _pixel_values(slices: list[tuple[Path, Dataset]]) -> np.ndarray:
             value = _int(file, keyword, ds[keyword].value)
             if value != expected:
                 raise InputError(file, keyword, f"{value}, but other slices have {expected}")
+            if not 1 <= value <= MAX_SIDE:
+                raise InputError(file, keyword, f"{value}; expected 1 to {MAX_SIDE}")
+        bits = ds.get("BitsAllocated")
+        if bits is not None and _int(file, "BitsAllocated", bits) not in (1, 8, 16, 32, 64):
+            raise InputError(file, "BitsAllocated", f"{bits} is not 1, 8, 16, 32 or 64")
+    # decoded and rescaled in float64: refused from the declared sizes before decoding
+    check_size(slices[0][0], "Rows", (len(slices), rows, cols), 16, "a series of")
     array = np.stack([_rescaled(file, ds, (rows, cols)) for file, ds in slices])
     if np.abs(array).max(initial=0.0) > 2.0**24:
         return array
@@ -297,6 +329,11 @@ def _rescaled(path: Path, ds: Dataset, shape: tuple[int, int]) -> np.ndarray:
     except Exception as exc:  # decoders raise anything from ValueError to RuntimeError
         raise InputError(path, "PixelData", f"cannot decode the pixel data ({_brief(exc)})"
                          ) from None
+    except BaseException as exc:  # the RLE decoder's Rust panic, nothing else
+        if not _is_panic(exc):
+            raise
+        raise InputError(path, "PixelData", f"cannot decode the pixel data (decoder panic: "
+                         f"{_brief(exc)})") from None
     if stored.shape != shape:
         raise InputError(path, "PixelData", f"decoded shape {stored.shape}, expected {shape}")
     slope = _floats(path, ds, "RescaleSlope", 1)
@@ -336,6 +373,15 @@ def describe_dicom(path: str | os.PathLike[str]) -> dict[str, object]:
     """
     volume = read_dicom(path)
     assert volume.source is not None
+    with quiet():
+        try:
+            return _description(volume)
+        except Exception as exc:  # a text value pydicom cannot decode
+            raise InputError(path, "SeriesDescription", f"unreadable ({_brief(exc)})"
+                             ) from None
+
+
+def _description(volume: Volume) -> dict[str, object]:
     first = volume.source[0]
     syntaxes = sorted({_transfer_syntax(ds) for ds in volume.source})
     low, high = float(volume.array.min()), float(volume.array.max())

@@ -62,6 +62,16 @@ import ismrmrd
 import numpy as np
 import torch
 
+from medrecon.data.h5guard import (
+    attributes,
+    check_size,
+    dataset_info,
+    guarded,
+    item,
+    open_hdf5,
+    read_dataset,
+)
+from medrecon.data.h5guard import text as h5text
 from medrecon.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +81,14 @@ HEADER = "ismrmrd_header"
 REFERENCES = ("reconstruction_rss", "reconstruction_esc")
 #: tolerance on |trajectory| <= pi (float32 rounding of pi)
 PI_TOLERANCE = 1e-6
+#: limits of one k-space file, refused from its metadata before anything is read
+MAX_SLICES = 4096
+MAX_COILS = 256
+MAX_MATRIX = 16384
+MAX_SAMPLES = 1 << 26
+MAX_HEADER_BYTES = 16 << 20
+#: smallest image grid and reconstruction matrix side
+MIN_MATRIX = 8
 #: ISMRMRD acquisitions that are neither imaging lines nor noise
 SKIPPED_FLAGS = (ismrmrd.ACQ_IS_NAVIGATION_DATA, ismrmrd.ACQ_IS_PHASECORR_DATA,
                  ismrmrd.ACQ_IS_DUMMYSCAN_DATA, ismrmrd.ACQ_IS_HPFEEDBACK_DATA,
@@ -127,6 +145,8 @@ def _triple(root: ET.Element, path: str, kind: type, source: object, field: str)
             raise InputError(source, field, f"{path}/{axis} is not a number ({text!r})") from None
         if not (math.isfinite(value) and value > 0):
             raise InputError(source, field, f"{path}/{axis} must be positive, got {text}")
+        if kind is int and value > MAX_MATRIX:
+            raise InputError(source, field, f"{path}/{axis} is {value}, more than {MAX_MATRIX}")
         values.append(value)
     return tuple(values)
 
@@ -212,12 +232,7 @@ class FastMRIFile:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise InputError(self.path, None, "no such file")
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise InputError(self.path, None, f"not a readable HDF5 file ({exc})") from None
+        self._file = open_hdf5(self.path)
         try:
             self._validate()
         except BaseException:
@@ -227,69 +242,119 @@ class FastMRIFile:
                     self.num_slices, self.coils, self.shape)
 
     # -- validation ----------------------------------------------------------
+    # Every declared shape, dtype and size is checked from the metadata before any
+    # data are read (medrecon.data.h5guard), so a corrupt or hostile file ends with
+    # one InputError instead of a MemoryError, a hang or a library traceback.
     def _dataset(self, name: str, required: bool = False) -> h5py.Dataset | None:
-        try:
-            item = self._file.get(name)
-        except (OSError, KeyError) as exc:
-            raise InputError(self.path, name, f"unreadable ({exc})") from None
-        if item is None:
-            if required:
-                raise InputError(self.path, name, "dataset missing (not a fastMRI k-space file?)")
-            return None
-        if not isinstance(item, h5py.Dataset):
-            raise InputError(self.path, name, "is a group, expected a dataset")
-        return item
+        return item(self._file, self.path, name, required=required,
+                    hint="not a fastMRI k-space file?")
+
+    def _info(self, dataset: h5py.Dataset, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        shape, dtype = dataset_info(self.path, dataset)
+        if len(shape) > 4:
+            raise InputError(self.path, name, f"rank {len(shape)} is not a fastMRI layout, "
+                             f"got shape {shape}")
+        return shape, dtype
 
     def _validate(self) -> None:
         self._kspace = kspace = self._dataset("kspace", required=True)
-        if not np.issubdtype(kspace.dtype, np.complexfloating):
-            raise InputError(self.path, "kspace", f"must be complex, got {kspace.dtype}")
-        self.attrs = {key: _attribute(value) for key, value in self._file.attrs.items()}
+        shape, dtype = self._info(kspace, "kspace")
+        if not np.issubdtype(dtype, np.complexfloating):
+            raise InputError(self.path, "kspace", f"must be complex, got {dtype}")
+        self._kspace_shape = shape
+        self.attrs = attributes(self._file, self.path)
         self.header_xml, self.header = self._read_header()
         self.trajectory = self._read_trajectory()
-        if self.trajectory is None and kspace.ndim not in (3, 4):
+        if self.trajectory is None and len(shape) not in (3, 4):
             raise InputError(self.path, "kspace", "expected (slices, H, W) or (slices, coils, "
-                             f"H, W), got shape {kspace.shape}")
-        if 0 in kspace.shape:
-            raise InputError(self.path, "kspace", f"empty, shape {kspace.shape}")
-        self.num_slices = int(kspace.shape[0])
-        self.multicoil = kspace.ndim == 4 or self.trajectory is not None
-        self.coils = int(kspace.shape[1]) if self.multicoil else 1
-        self.shape = tuple(int(n) for n in kspace.shape[2 if self.multicoil else 1:])
+                             f"H, W), got shape {shape}")
+        if 0 in shape:
+            raise InputError(self.path, "kspace", f"empty, shape {shape}")
+        self.num_slices = int(shape[0])
+        self.multicoil = len(shape) == 4 or self.trajectory is not None
+        self.coils = int(shape[1]) if self.multicoil else 1
+        self.shape = tuple(int(n) for n in shape[2 if self.multicoil else 1:])
+        self._check_limits(shape, dtype)
         if self.trajectory is None:
             self.image_shape = self.shape
         else:
             self.image_shape = self.header.encoded_matrix[:2]
+        self._check_matrices()
         self.mask = self._read_mask()
         self.references = tuple(name for name in REFERENCES if self._check_reference(name))
+
+    def _check_limits(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        """Refuse sizes beyond the documented limits, or a slice too large for memory."""
+        if self.num_slices > MAX_SLICES:
+            raise InputError(self.path, "kspace", f"{self.num_slices} slices, more than "
+                             f"{MAX_SLICES}")
+        if self.coils > MAX_COILS:
+            raise InputError(self.path, "kspace", f"{self.coils} coils, more than {MAX_COILS}")
+        if self.trajectory is None and max(self.shape) > MAX_MATRIX:
+            raise InputError(self.path, "kspace", f"k-space of {self.shape} exceeds the "
+                             f"{MAX_MATRIX} x {MAX_MATRIX} limit")
+        # a slice is read whole and becomes complex64 (several copies during a solve)
+        check_size(self.path, "kspace", (self.coils, *self.shape), max(dtype.itemsize, 8),
+                   "slices of shape")
+
+    def _recon_shape(self) -> tuple[int, int]:
+        """The reconstruction's shape: the header's recon matrix (x, y) within the
+        image grid (as :mod:`medrecon.studies.mri` crops it)."""
+        matrix = self.header.recon_matrix[:2] if self.header is not None else self.image_shape
+        return tuple(min(int(m), int(n)) for m, n in zip(matrix, self.image_shape))
+
+    def _check_matrices(self) -> None:
+        """The image grid and the reconstruction matrix are at least MIN_MATRIX a side
+        (metrics use 7 x 7 SSIM windows; ESPIRiT needs a calibration region)."""
+        if len(self.image_shape) != 2 or min(self.image_shape) < MIN_MATRIX:
+            field = "kspace" if self.trajectory is None else HEADER
+            raise InputError(self.path, field, f"image grid {tuple(self.image_shape)} is "
+                             f"smaller than {MIN_MATRIX} x {MIN_MATRIX}")
+        if min(self._recon_shape()) < MIN_MATRIX:
+            raise InputError(self.path, HEADER, f"reconSpace matrix "
+                             f"{self.header.recon_matrix[:2]} is smaller than {MIN_MATRIX} x "
+                             f"{MIN_MATRIX}")
 
     def _read_header(self) -> tuple[str | None, IsmrmrdHeader | None]:
         dataset = self._dataset(HEADER)
         if dataset is None:
             return None, None
-        try:
-            value = dataset[()]
-        except OSError as exc:
-            raise InputError(self.path, HEADER, f"unreadable ({exc})") from None
+        shape, dtype = self._info(dataset, HEADER)
+        if shape not in ((), (1,)) or dtype.kind not in "OSUV":
+            raise InputError(self.path, HEADER, f"expected one XML text, got shape {shape} "
+                             f"{dtype}")
+        if dtype.kind != "O" and dtype.itemsize > MAX_HEADER_BYTES:
+            raise InputError(self.path, HEADER, f"{dtype.itemsize} bytes, more than "
+                             f"{MAX_HEADER_BYTES}")
+        value = guarded(self.path, HEADER, lambda: dataset[()])
         if isinstance(value, np.ndarray):
             value = value.item() if value.size == 1 else b""
-        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        if isinstance(value, np.void):
+            value = bytes(value)
+        text = h5text(value)
+        if len(text) > MAX_HEADER_BYTES:
+            raise InputError(self.path, HEADER, f"{len(text)} characters, more than "
+                             f"{MAX_HEADER_BYTES}")
         return text, parse_ismrmrd_header(text, self.path, HEADER)
 
     def _read_trajectory(self) -> torch.Tensor | None:
         dataset = self._dataset("trajectory")
         if dataset is None:
             return None
-        kspace = self._kspace
-        if kspace.ndim != 3:
+        shape = self._kspace_shape
+        if len(shape) != 3:
             raise InputError(self.path, "kspace", "with a trajectory, expected (slices, coils, "
-                             f"samples), got shape {kspace.shape}")
-        if dataset.shape != (2, kspace.shape[2]):
-            raise InputError(self.path, "trajectory", f"expected shape (2, {kspace.shape[2]}) "
-                             f"to match kspace, got {dataset.shape}")
-        if not np.issubdtype(dataset.dtype, np.floating):
-            raise InputError(self.path, "trajectory", f"must be real, got {dataset.dtype}")
-        values = dataset[()].astype(np.float32)
+                             f"samples), got shape {shape}")
+        trajectory_shape, dtype = self._info(dataset, "trajectory")
+        if trajectory_shape != (2, shape[2]):
+            raise InputError(self.path, "trajectory", f"expected shape (2, {shape[2]}) "
+                             f"to match kspace, got {trajectory_shape}")
+        if not np.issubdtype(dtype, np.floating):
+            raise InputError(self.path, "trajectory", f"must be real, got {dtype}")
+        if shape[2] > MAX_SAMPLES:
+            raise InputError(self.path, "trajectory", f"{shape[2]} samples, more than "
+                             f"{MAX_SAMPLES}")
+        values = read_dataset(self.path, dataset, "trajectory").astype(np.float32)
         if not np.all(np.isfinite(values)):
             raise InputError(self.path, "trajectory", "contains NaN or infinite values")
         largest = float(np.abs(values).max())
@@ -299,6 +364,9 @@ class FastMRIFile:
         if self.header is None:
             raise InputError(self.path, HEADER, "missing: a non-Cartesian file needs it for "
                              "its image matrix")
+        if max(self.header.encoded_matrix[:2]) > MAX_MATRIX:
+            raise InputError(self.path, HEADER, f"encoded matrix {self.header.encoded_matrix} "
+                             f"exceeds the {MAX_MATRIX} limit")
         return torch.from_numpy(values)
 
     def _read_mask(self) -> torch.Tensor | None:
@@ -307,12 +375,15 @@ class FastMRIFile:
             return None
         if self.trajectory is not None:
             raise InputError(self.path, "mask", "not allowed with a trajectory")
-        if dataset.shape not in (self.shape[-1:], self.shape):
-            raise InputError(self.path, "mask", f"shape {dataset.shape} does not match k-space "
+        shape, dtype = self._info(dataset, "mask")
+        if shape not in (self.shape[-1:], self.shape):
+            raise InputError(self.path, "mask", f"shape {shape} does not match k-space "
                              f"width {self.shape[-1]} (expected {self.shape[-1:]} or "
                              f"{self.shape})")
-        values = dataset[()]
-        if values.dtype.kind not in "biuf" or not np.all(np.isin(values, (0, 1))):
+        if dtype.kind not in "biuf":
+            raise InputError(self.path, "mask", f"must hold only 0 and 1, got {dtype}")
+        values = read_dataset(self.path, dataset, "mask")
+        if not np.all(np.isin(values, (0, 1))):
             raise InputError(self.path, "mask", "must hold only 0 and 1")
         mask = values.astype(bool)
         if not mask.any():
@@ -323,11 +394,19 @@ class FastMRIFile:
         dataset = self._dataset(name)
         if dataset is None:
             return False
-        if dataset.ndim != 3 or dataset.shape[0] != self.num_slices:
+        shape, dtype = self._info(dataset, name)
+        if len(shape) != 3 or shape[0] != self.num_slices:
             raise InputError(self.path, name, f"expected ({self.num_slices}, rows, cols), got "
-                             f"shape {dataset.shape}")
-        if dataset.dtype.kind not in "iuf":
-            raise InputError(self.path, name, f"must be real, got {dataset.dtype}")
+                             f"shape {shape}")
+        if dtype.kind not in "iuf":
+            raise InputError(self.path, name, f"must be real, got {dtype}")
+        if max(shape[1:]) > MAX_MATRIX:
+            raise InputError(self.path, name, f"images of {shape[1:]} exceed the {MAX_MATRIX} "
+                             "limit")
+        recon = self._recon_shape()
+        if shape[1] < recon[0] or shape[2] < recon[1]:
+            raise InputError(self.path, name, f"images of {shape[1:]} are smaller than the "
+                             f"reconstruction matrix {recon}")
         return True
 
     # -- reading -------------------------------------------------------------
@@ -335,10 +414,11 @@ class FastMRIFile:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_slices:
             raise InputError(self.path, name, f"slice {index!r} out of range "
                              f"(0 to {self.num_slices - 1})")
+        dataset = self._dataset(name, required=True)
         try:
-            values = self._file[name][int(index)]
-        except (OSError, ValueError) as exc:
-            raise InputError(self.path, name, f"slice {index}: unreadable ({exc})") from None
+            values = read_dataset(self.path, dataset, name, int(index))
+        except InputError as exc:
+            raise InputError(self.path, name, f"slice {index}: {exc.problem}") from None
         if not np.all(np.isfinite(values)):
             raise InputError(self.path, name, f"slice {index} contains NaN or infinite values")
         return values

@@ -30,12 +30,16 @@ import nibabel as nib
 import numpy as np
 
 from medrecon.data.atomic import atomic_file
+from medrecon.data.h5guard import check_size
+from medrecon.data.quiet import quiet
 from medrecon.data.volume import Volume
 from medrecon.errors import InputError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SUFFIXES = (".nii", ".nii.gz")
 UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 1e-3, "unknown": 1.0}
+#: largest image side read
+MAX_SIDE = 65536
 DESCRIP = re.compile(r"medrecon modality=([^;]*); units=(.*)")
 
 
@@ -69,14 +73,18 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, None, "no such file")
-    image = _load(path)
-    data = _data(path, image)
-    lps = LPS_TO_RAS @ _affine_mm(path, image)
+    with quiet():  # nibabel logs and warns on odd headers: never printed
+        image = _load(path)
+        data = _data(path, image)
+        lps = LPS_TO_RAS @ _affine_mm(path, image)
+        modality, units = _descrip(image)
     matrix = lps[:3, :3]
-    norms = np.linalg.norm(matrix, axis=0)
-    if not np.all(np.isfinite(lps)) or norms.min() <= 0 or abs(np.linalg.det(matrix)) < 1e-12:
+    with np.errstate(all="ignore"):
+        norms = np.linalg.norm(matrix, axis=0)
+        invertible = (np.all(np.isfinite(lps)) and norms.min() > 0 and norms.max() < 1e6
+                      and abs(np.linalg.det(matrix)) >= 1e-12)
+    if not invertible:
         raise InputError(path, "affine", "not a finite invertible voxel-to-world mapping")
-    modality, units = _descrip(image)
     return Volume(array=np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
                   spacing=(norms[2], norms[1], norms[0]), origin=tuple(lps[:3, 3]),
                   orientation=matrix / norms, modality=modality, units=units)
@@ -103,10 +111,13 @@ def _data(path: Path, image: nib.Nifti1Image) -> np.ndarray:
     if len(shape) < 2 or int(np.prod(shape[3:], dtype=np.int64)) != 1:
         raise InputError(path, "dim", f"shape {shape}: only 3D images (or 4D with one "
                          "volume) are supported")
+    if any(n < 1 for n in shape) or max(shape[:3]) > MAX_SIDE:
+        raise InputError(path, "dim", f"shape {shape}: sizes must be 1 to {MAX_SIDE}")
     stored = image.get_data_dtype()
     if stored.kind not in "iuf":
         raise InputError(path, "datatype", f"{stored} voxels are not supported")
     dtype = np.float32 if stored == np.float32 or stored.itemsize <= 2 else np.float64
+    check_size(path, "dim", shape[:3], 2 * np.dtype(dtype).itemsize)
     try:
         data = image.get_fdata(dtype=dtype)
     except Exception as exc:  # truncated or corrupt data
@@ -130,7 +141,10 @@ def _affine_mm(path: Path, image: nib.Nifti1Image) -> np.ndarray:
 
 def _descrip(image: nib.Nifti1Image) -> tuple[str, str]:
     """Modality and units written by :func:`write_nifti`, else ``("OT", "")``."""
-    raw = image.header["descrip"]
-    text = raw.item().decode("ascii", "replace") if hasattr(raw, "item") else str(raw)
+    try:
+        raw = image.header["descrip"]
+        text = raw.item().decode("ascii", "replace") if hasattr(raw, "item") else str(raw)
+    except Exception:  # an odd header: the description is optional
+        return "OT", ""
     match = DESCRIP.fullmatch(text.rstrip("\x00").strip())
     return (match.group(1) or "OT", match.group(2)) if match else ("OT", "")

@@ -118,8 +118,11 @@ import numpy as np
 __all__ = [
     "DEFAULT_FOV_MM",
     "MU_WATER",
+    "ALL_REGIONS",
+    "MIX_PIXEL_RANGES",
     "REGIONS",
     "Phantom",
+    "ct_mix_phantom",
     "ct_phantom",
     "ct_slice",
     "default_pixel_size",
@@ -129,7 +132,11 @@ __all__ = [
 
 MU_WATER = 0.0192  # 1/mm, water at about 70 keV (used by medrecon.data.sinogram too)
 DEFAULT_FOV_MM = 400.0
-REGIONS = ("abdomen", "thorax")
+REGIONS = ("abdomen", "thorax")  # the body regions of ``phantom:N`` (unchanged)
+ALL_REGIONS = REGIONS + ("head", "neck")
+# pixel sizes (mm) of ct_mix_phantom at 256 x 256, drawn log-uniformly per region
+MIX_PIXEL_RANGES = {"abdomen": (0.6, 1.6), "thorax": (0.6, 1.6), "head": (0.5, 1.05),
+                    "neck": (0.5, 0.95)}
 
 _DEG = math.pi / 180.0
 
@@ -142,7 +149,7 @@ class Phantom:
     Attributes:
         image: ``(size, size)`` float32 HU, row 0 anterior, column 0 patient right.
         pixel_size: square pixel size in mm.
-        region: ``"abdomen"`` or ``"thorax"``.
+        region: one of :data:`ALL_REGIONS`.
         seed: the seed it was drawn from.
     """
 
@@ -169,25 +176,80 @@ def ct_phantom(size: int = 256, *, seed: int = 0, region: str = "abdomen",
     Args:
         size: matrix size (square), at least 16.
         seed: non-negative integer; same seed, same patient at every ``size``.
-        region: ``"abdomen"`` or ``"thorax"``.
+        region: ``"abdomen"``, ``"thorax"``, ``"head"`` or ``"neck"``.
         pixel_size: mm per pixel; ``None`` gives ``DEFAULT_FOV_MM / size``. The
             anatomy is in mm, so a smaller field of view crops the body.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
-    if region not in REGIONS:
-        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    if region not in ALL_REGIONS:
+        raise ValueError(f"region must be one of {ALL_REGIONS}, got {region!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     ps = default_pixel_size(int(size)) if pixel_size is None else float(pixel_size)
     if not (math.isfinite(ps) and ps > 0):
         raise ValueError(f"pixel_size must be a positive number of mm, got {pixel_size!r}")
-    rng = np.random.default_rng(int(seed))
+    return Phantom(_render(int(size), int(seed), region, ps, region in ("head", "neck")),
+                   ps, region, int(seed))
+
+
+def _render(size: int, seed: int, region: str, ps: float, trabecular: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed)
     tex_rng = np.random.default_rng(int(rng.integers(2**63)))
-    canvas = _Canvas(int(size), ps, tex_rng)
-    (_abdomen if region == "abdomen" else _thorax)(canvas, rng)
-    image = np.clip(canvas.img, -1000.0, 3071.0).astype(np.float32)
+    canvas = _Canvas(size, ps, tex_rng, trabecular=trabecular)
+    {"abdomen": _abdomen, "thorax": _thorax, "head": _head, "neck": _neck}[region](canvas, rng)
+    return np.clip(canvas.img, -1000.0, 3071.0).astype(np.float32)
+
+
+def ct_mix_phantom(size: int = 256, *, seed: int = 0) -> Phantom:
+    """A training slice of the mixed family (``ctmix:N`` in
+    :func:`medrecon.priors.datasets.load_training_set`): closer to real scans than
+    :func:`ct_phantom` alone.
+
+    Per seed: the region cycles ``abdomen, thorax, head, neck`` (``seed % 4``); the
+    anatomy is that of ``ct_phantom(seed=seed, region=...)`` but with trabecular bone
+    texture in every bone; the pixel size is drawn log-uniformly from
+    :data:`MIX_PIXEL_RANGES` (mm at 256 x 256, scaled by ``256 / size``), so the same
+    anatomy is seen at 0.5 to 1.6 mm pixels; then a reconstruction-kernel blur (Gaussian,
+    0.2 to 0.6 pixels, on two thirds of the slices) and, on half of them, correlated
+    noise of 0.5 to 5 HU with a
+    CT-like noise power spectrum (ramp times a Gaussian apodisation, peak at 0.1 to 0.3
+    cycles per pixel). Values are clipped to [-1024, 3071] HU. Deterministic per seed;
+    the extra draws come from a generator of their own, so they change nothing of
+    :func:`ct_phantom`.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 16:
+        raise ValueError(f"size must be an integer >= 16, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    region = ALL_REGIONS[int(seed) % len(ALL_REGIONS)]
+    mix = np.random.default_rng([int(seed), 0x6D6978])
+    lo, hi = MIX_PIXEL_RANGES[region]
+    ps = float(math.exp(mix.uniform(math.log(lo), math.log(hi)))) * 256.0 / int(size)
+    image = _render(int(size), int(seed), region, ps, True).astype(np.float64)
+    from scipy import ndimage
+
+    blur = mix.uniform(0.0, 0.6)
+    if blur > 0.2:
+        image = ndimage.gaussian_filter(image, blur, mode="nearest")
+    if mix.random() < 0.5:
+        image = image + _nps_noise(mix, image.shape, mix.uniform(0.5, 5.0),
+                                   mix.uniform(0.1, 0.3))
+    image = np.clip(image, -1024.0, 3071.0).astype(np.float32)
     return Phantom(image, ps, region, int(seed))
+
+
+def _nps_noise(rng, shape, std: float, peak: float) -> np.ndarray:
+    """Correlated noise with a filtered-back-projection-like noise power spectrum
+    ``|f| exp(-(f / f0)^2)`` (maximum at ``peak`` cycles per pixel), scaled to ``std``."""
+    white = rng.standard_normal(shape)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.fftfreq(shape[1])[None, :]
+    f = np.hypot(fx, fy)
+    f0 = peak * math.sqrt(2.0)  # |f| exp(-(f/f0)^2) peaks at f0 / sqrt(2)
+    amp = np.sqrt(f * np.exp(-((f / f0) ** 2)))
+    noise = np.fft.ifft2(np.fft.fft2(white) * amp).real
+    return noise * (std / max(float(noise.std()), 1e-12))
 
 
 def ct_slice(size: int = 256, *, seed: int = 0, region: str = "abdomen",
@@ -453,8 +515,12 @@ class _Canvas:
     """The image and its painting operations; shapes live in a body frame that is
     the image frame shifted by ``origin`` and rotated by ``angle``."""
 
-    def __init__(self, size: int, ps: float, tex_rng: np.random.Generator):
+    def __init__(self, size: int, ps: float, tex_rng: np.random.Generator,
+                 trabecular: bool = False):
         self.n, self.ps = size, ps
+        self.trabecular = trabecular
+        # ridge amplitude (HU) of the trabecular network; drawn only when it is used
+        self.trabecular_amp = float(tex_rng.uniform(140, 280)) if trabecular else 0.0
         self.coord = (np.arange(size) - (size - 1) / 2.0) * ps
         self.img = np.full((size, size), -1000.0)
         self.tex_rng = tex_rng
@@ -504,13 +570,18 @@ class _Canvas:
         out = 0.0
         h = win.rows.stop - win.rows.start
         w = win.cols.stop - win.cols.start
-        for sigma, amp in tex:
+        if self.trabecular and tex is TEX_BONE:
+            tex = TEX_TRAB
+        for sigma, amp, *kind in tex:
             if amp == 0:
                 continue
             f = self.field(sigma)
             oy, ox = self.tex_rng.integers(0, self.pad, 2)
             r0, c0 = win.rows.start + oy, win.cols.start + ox
-            out = out + amp * f[r0:r0 + h, c0:c0 + w]
+            patch = f[r0:r0 + h, c0:c0 + w]
+            if kind:  # trabecular network: the zero set of smooth noise, as ridges
+                patch = self.trabecular_amp * (np.exp(-(patch / 0.45) ** 2) - 0.3)
+            out = out + amp * patch
         return out
 
     # -- painting
@@ -1636,3 +1707,320 @@ def _heart(cv, rng, hu, parts: dict, fat_d: float) -> None:
         cv.fill(_disk(cx, cy, r), hu.left, TEX_BLOOD)
         if hu.age > 0.6 and rng.random() < 0.5:
             cv.fill(_disk(cx + u(-1, 1), cy + u(-1, 1), u(0.6, 1.5)), hu.calcium)
+
+
+# ------------------------------------------------------------------------- head and neck
+TEX_BRAIN = ((T_FINE, 1.5), (T_MID, 1.5), (T_COARSE, 1.0))
+TEX_TRAB = ((T_FINE, 12.0), (0.55, 1.0, "trabecular"), (T_COARSE, 12.0))
+
+
+def _brain_table(rng, hu) -> _HU:
+    """Per-seed brain values (HU): grey 36-44, white 24-31 (grey-white contrast
+    about 7-15 HU), deep grey between them, CSF 2-12, falx, calcifications."""
+    u = rng.uniform
+    boost = 0.0 if hu.phase == "unenhanced" else u(1.0, 4.0)
+    white = u(24, 31) + boost
+    return _HU(grey=white + u(8, 14), white=white, deep=white + u(5, 10),
+               csf=u(2, 12), falx=u(55, 90), calc=u(150, 600), trab=u(150, 260),
+               diploe=u(380, 700) - 120 * hu.age, petrous=u(1500, 1900),
+               vitreous=u(5, 15), lens=u(90, 130), nerve=u(28, 38),
+               sinus=hu.vessel if hu.phase != "unenhanced" else u(45, 60),
+               atrophy=float(np.clip(hu.age + u(-0.3, 0.3), 0, 1)))
+
+
+def _head_holder(cv, rng, head: _Blob, hu) -> None:
+    """A curved head cradle behind the head: foam pad and a thin shell."""
+    u = rng.uniform
+    half = u(55, 80) * _DEG
+    th = np.linspace(math.pi / 2 - half, math.pi / 2 + half, 25)
+    gap, pad = u(1.0, 4.0), u(8, 16)
+    cv.tube(np.c_[head.point(th, -(gap + pad / 2))], pad / 2, hu.foam)
+    cv.tube(np.c_[head.point(th, -(gap + pad + 1.2))], u(1.0, 1.6), hu.table)
+
+
+def _air_cells(cv, rng, region: _Shape, bone: float, r_lo: float, r_hi: float,
+               count: int, fluid: float | None = None) -> None:
+    """Bone-walled air cells (ethmoid, mastoid): bone over ``region``, then air disks
+    inside it (some filled with fluid or mucosa)."""
+    cv.fill(region, bone, TEX_BONE)
+    x0, x1, y0, y1 = region.bbox
+    for _ in range(count):
+        x, y = rng.uniform(x0, x1), rng.uniform(y0, y1)
+        r = rng.uniform(r_lo, r_hi)
+        if region.inside(x, y, r * 0.6):
+            value = -1000.0 if fluid is None or rng.random() > 0.1 else fluid
+            cv.fill(_disk(x, y, r), value)
+
+
+def _head(cv: _Canvas, rng) -> None:
+    """Axial head slice from the skull base (lvl 0: orbits, sinuses, petrous bones,
+    posterior fossa) to the vertex (lvl 1: centrum semiovale)."""
+    u = rng.uniform
+    hu = _hu_table(rng)
+    br = _brain_table(rng, hu)
+    lvl = u(0, 1)
+    shrink = 1.0 - 0.3 * max(0.0, lvl - 0.72) / 0.28
+    a, b = u(68, 80) * shrink, u(86, 100) * shrink
+    rel = _Ang(0.0, _harm(rng, 6, 0.015), [(-math.pi / 2, 4.0, u(-0.04, 0.02)),
+                                          (math.pi / 2, 3.0, u(0.0, 0.04))])
+    p_ant, p_post = u(2.0, 2.3), u(1.9, 2.2)
+    head = _Blob(0.0, 0.0, a, b, p=p_ant, p2=p_post, rel=rel)
+    cv.set_frame(u(-6, 6), u(-8, 8), u(-7, 7) * _DEG)
+    _head_holder(cv, rng, head, hu)
+
+    skin, scalp_fat = u(1.5, 2.5), u(1.0, 4.0)
+    temporalis = u(3, 9) if lvl < 0.75 else u(0, 2)
+    galea = _Ang(u(0.8, 1.5), [], [(0.0, 6.0, temporalis), (math.pi, 6.0, temporalis)])
+    o_skull = _Ang(skin + scalp_fat) + galea
+    t_out, t_in = u(1.2, 2.2), u(0.8, 1.6)
+    diploe = _Ang(u(1.5, 4.0), _harm(rng, 4, 0.15),
+                  [(-math.pi / 2, 3.0, u(1, 3)), (math.pi / 2, 3.0, u(1, 4)),
+                   (0.0, 5.0, -u(0.5, 1.2)), (math.pi, 5.0, -u(0.5, 1.2))])
+    o_dip = o_skull + t_out
+    o_in = o_dip + diploe
+    o_dura = o_in + t_in
+    csf_t = u(0.8, 2.0) + 3.0 * br.atrophy
+    o_brain = o_dura + csf_t
+    cv.layers(head, [(0.0, hu.skin, ((T_MID, 3.0),)),
+                     (skin, hu.subq, TEX_FAT),
+                     (_Ang(skin + scalp_fat), hu.muscle, TEX_MUSCLE),
+                     (o_skull, hu.cortical, ((T_FINE, 40.0),)),
+                     (o_dip, br.diploe, TEX_BONE),
+                     (o_in, hu.cortical, ((T_FINE, 40.0),)),
+                     (o_dura, br.csf, ((T_MID, 2.0),)),
+                     (o_brain, br.grey, TEX_BRAIN)])
+    # grey-white boundary with gyral folds
+    ribbon = u(2.5, 4.0)
+    wm_rel = head.rel + _Ang(0.0, _harm(rng, 44, u(0.012, 0.02), kmin=12, decay=0.4))
+    white = _Blob(0.0, 0.0, a, b, p=p_ant, p2=p_post, rel=wm_rel,
+                  off=o_brain + ribbon + u(4, 10) * (1.0 - lvl))
+    if lvl >= 0.3:
+        cv.fill(white, br.white, TEX_BRAIN)
+    # sulci: CSF clefts lined by cortex, from the surface inward
+    n_sulci = int(rng.integers(26, 46))
+    for t in np.sort(rng.uniform(-math.pi, math.pi, n_sulci)):
+        depth = u(6, 16)
+        ts = t + np.cumsum(rng.normal(0, 0.012, 6))
+        dd = np.linspace(0.0, depth, 6)
+        pts = np.c_[head.point(ts, lambda th, d=dd: o_brain(th) + d - 0.5)]
+        w = u(0.3, 0.7) + 0.6 * br.atrophy
+        cv.tube(pts, np.linspace(w + ribbon * 0.8, ribbon * 0.7, 6), br.grey, TEX_BRAIN)
+        cv.tube(pts, np.linspace(w, 0.15, 6), br.csf)
+    # interhemispheric fissure with the falx; gap for the corpus callosum at mid levels
+    y_front = float(head.point(-math.pi / 2, o_brain)[1])
+    y_back = float(head.point(math.pi / 2, o_brain)[1])
+    segments = [(y_front, y_back)]
+    if 0.35 <= lvl < 0.75:
+        cut0, cut1 = y_front * u(0.25, 0.45), y_back * u(0.3, 0.5)
+        segments = [(y_front, cut0), (cut1, y_back)]
+    for s0, s1 in segments if lvl >= 0.3 else []:
+        ys = np.linspace(s0, s1, 12)
+        xs = _smooth_noise(rng, 12, 0.6, 2.0)
+        cv.tube(np.c_[xs, ys], 1.0 + 1.5 * br.atrophy, br.csf)
+        cv.tube(np.c_[xs, ys], u(0.3, 0.6), br.falx)
+    # superior sagittal sinus at the back of the falx
+    if lvl >= 0.3:
+        sx, sy = head.point(math.pi / 2, o_dura + 0.5)
+        cv.fill(_Blob(float(sx), float(sy) - 3.0, u(3, 5), u(3, 4.5)), br.sinus, TEX_BLOOD)
+    if lvl < 0.3:
+        _skull_base(cv, rng, hu, br, head, o_brain, lvl)
+    elif lvl < 0.75:
+        _ventricles(cv, rng, br, lvl, a, b)
+    elif lvl < 0.85:  # bodies of the lateral ventricles only
+        for sgn in (-1, 1):
+            x = sgn * u(5, 10)
+            cv.tube([(x, -u(15, 25)), (x * 1.3, 0.0), (x * 1.6, u(15, 25))],
+                    u(1.5, 4.0) + 3 * br.atrophy, br.csf)
+
+
+def _ventricles(cv, rng, br, lvl, a, b) -> None:
+    """Lateral ventricles (frontal and occipital horns, trigones), septum, third
+    ventricle, basal ganglia and thalami, with optional calcifications."""
+    u = rng.uniform
+    big = 1.0 + 0.8 * br.atrophy
+    deep = lvl < 0.62
+    if deep:
+        for sgn in (-1, 1):  # lentiform nucleus, caudate head, thalamus
+            cv.fill(_Blob(sgn * u(17, 24), u(-8, 2), u(5, 8), u(11, 16),
+                          rot=-sgn * u(10, 25) * _DEG), br.deep, TEX_BRAIN)
+            cv.fill(_Blob(sgn * u(7, 11), -u(14, 20), u(4, 6), u(6, 9)), br.deep, TEX_BRAIN)
+            cv.fill(_Blob(sgn * u(6, 10), u(6, 14), u(6, 9), u(8, 12)), br.deep, TEX_BRAIN)
+    sep = u(0.8, 1.6)
+    for sgn in (-1, 1):
+        fx, fy = sgn * (sep + u(3, 5) * big), -u(12, 22)
+        cv.fill(_Blob(fx, fy, u(2.5, 4.5) * big, u(8, 13) * big,
+                      rot=sgn * u(15, 35) * _DEG, p=u(1.8, 2.4)), br.csf)
+        ox, oy = sgn * u(14, 22), u(18, 30)
+        cv.fill(_Blob(ox, oy, u(3, 6) * big, u(8, 14) * big, rot=-sgn * u(20, 40) * _DEG),
+                br.csf)
+        if not deep:  # body level: horns joined along the caudate
+            cv.tube([(fx, fy), (sgn * u(9, 13), 0.0), (ox, oy)], u(2.0, 3.5) * big, br.csf)
+        if rng.random() < 0.5:  # choroid plexus calcification in the trigone
+            cv.fill(_disk(ox + u(-1.5, 1.5), oy + u(-2, 2), u(1.0, 2.5)), br.calc)
+    if deep:
+        cv.fill(_Blob(0.0, u(2, 8), u(1.0, 2.5) * big, u(7, 11)), br.csf)
+        if rng.random() < 0.4:  # pineal calcification
+            cv.fill(_disk(u(-1, 1), u(16, 22), u(1.0, 2.5)), br.calc)
+
+
+def _skull_base(cv, rng, hu, br, head: _Blob, o_brain: _Ang, lvl: float) -> None:
+    """Orbits or maxillary sinuses, nasal cavity, ethmoid / sphenoid air cells,
+    petrous bones with mastoid air cells, temporal lobes, cerebellum, pons."""
+    u = rng.uniform
+    # posterior fossa: cerebellum with folia, pons, fourth ventricle
+    yc = float(head.point(math.pi / 2, o_brain)[1])
+    cer = _Blob(0.0, yc * 0.55, u(40, 52), yc * 0.42, p=2.2)
+    cv.fill(cer, br.grey - 3, TEX_BRAIN)
+    for k in range(int(rng.integers(8, 15))):
+        t = u(0.2, math.pi - 0.2)
+        r0 = u(0.3, 0.9)
+        pts = [(cer.cx + cer.a * r0 * math.cos(t + d), cer.cy + cer.b * r0 * math.sin(t + d))
+               for d in np.linspace(-0.5, 0.5, 6)]
+        cv.tube(pts, u(0.4, 1.0), br.white if k % 2 else br.csf)
+    pons = _Blob(0.0, yc * 0.05, u(13, 17), u(11, 14), p=2.4)
+    cv.fill(pons, br.white + 2, TEX_BRAIN)
+    cv.fill(_Blob(0.0, yc * 0.22, u(3, 6), u(2, 4)), br.csf)
+    # petrous ridges (dense, oblique) and mastoid air cells behind them
+    for sgn in (-1, 1):
+        p0 = (sgn * u(12, 18), yc * u(0.0, 0.1))
+        p1 = (sgn * u(42, 52), yc * u(0.35, 0.5))
+        cv.tube([p0, p1], [u(3, 5), u(6, 9)], br.petrous, ((T_FINE, 60.0),))
+        mast = _Blob(sgn * u(48, 58), yc * u(0.45, 0.6), u(7, 11), u(9, 13))
+        _air_cells(cv, rng, mast, br.diploe, 0.8, 2.2, int(rng.integers(15, 30)))
+    # temporal lobes in the middle cranial fossa
+    for sgn in (-1, 1):
+        tl = _Blob(sgn * u(34, 42), -yc * u(0.1, 0.3), u(15, 20), u(18, 26),
+                   rot=sgn * u(0, 20) * _DEG)
+        cv.fill(tl, br.grey, TEX_BRAIN)
+        cv.fill(tl.inset(u(4, 6)), br.white, TEX_BRAIN)
+    # sphenoid body and sinus, clivus
+    sph = _Blob(0.0, -yc * u(0.25, 0.4), u(10, 15), u(8, 12))
+    cv.fill(sph, hu.cortical, ((T_FINE, 40.0),))
+    cv.fill(sph.inset(u(1.0, 2.0)), -1000.0 if rng.random() < 0.85 else br.nerve + 10)
+    cv.fill(_Blob(0.0, sph.cy + sph.b + u(4, 8), u(5, 8), u(4, 7)), hu.cortical, TEX_BONE)
+    y_face = float(head.point(-math.pi / 2, 0.0)[1])
+    if lvl >= 0.12:  # orbits with globes, lenses, optic nerves; ethmoid between them
+        for sgn in (-1, 1):
+            gx, gy = sgn * u(28, 34), y_face + u(16, 22)
+            rg = u(11, 12.5)
+            cone = _Blob(gx * 0.85, gy + rg * 0.9, u(13, 16), u(18, 24),
+                         rot=-sgn * u(15, 25) * _DEG)
+            cv.fill(cone.inset(-1.5), hu.cortical, ((T_FINE, 40.0),))
+            cv.fill(cone, hu.fat, TEX_FAT)
+            cv.tube([(gx, gy), (gx * 0.45, gy + u(25, 35))], u(1.8, 2.5), br.nerve)
+            for mx in (-1, 1):  # rectus muscles
+                cv.fill(_Blob(gx + mx * u(8, 11), gy + u(10, 16), u(2, 3), u(8, 12),
+                              rot=mx * u(5, 15) * _DEG), hu.muscle, TEX_MUSCLE)
+            cv.fill(_disk(gx, gy, rg), hu.muscle + 5)
+            cv.fill(_disk(gx, gy, rg - u(0.8, 1.3)), br.vitreous, ((T_MID, 2.0),))
+            cv.fill(_Blob(gx, gy - rg + u(2.5, 3.5), u(3.5, 4.5), u(1.5, 2.2)), br.lens)
+        eth = _Blob(0.0, y_face + u(22, 30), u(9, 13), u(16, 22))
+        _air_cells(cv, rng, eth, hu.cortical * 0.6, 1.2, 3.0, int(rng.integers(12, 25)),
+                   fluid=hu.muscle)
+    else:  # maxillary sinuses, nasal cavity with septum and turbinates
+        for sgn in (-1, 1):
+            ms = _Blob(sgn * u(20, 26), y_face + u(22, 30), u(11, 15), u(13, 18),
+                       rot=sgn * u(0, 15) * _DEG)
+            cv.fill(ms.inset(-1.5), hu.cortical, ((T_FINE, 40.0),))
+            cv.fill(ms, hu.muscle - 10 if rng.random() < 0.15 else -1000.0)
+            if rng.random() < 0.3:  # mucosal thickening
+                cv.fill(_Diff(ms, ms.inset(u(1.5, 4.0))), hu.muscle - 15)
+        nc = _Blob(0.0, y_face + u(18, 26), u(7, 10), u(18, 24))
+        cv.fill(nc, -1000.0)
+        cv.tube([(0.0, nc.cy - nc.b), (u(-1.5, 1.5), nc.cy), (0.0, nc.cy + nc.b)], u(0.6, 1.1),
+                hu.cortical * 0.7)
+        for sgn in (-1, 1):
+            cv.fill(_Blob(sgn * nc.a * 0.55, nc.cy + u(-4, 4), u(2, 3.5), u(9, 14)),
+                    hu.muscle, TEX_MUSCLE)
+
+
+def _neck(cv: _Canvas, rng) -> None:
+    """Axial neck slice from the hyoid (lvl 1) to the thyroid (lvl 0): cervical
+    vertebra with transverse foramina and cord, airway with cartilage, thyroid,
+    esophagus, carotid arteries and jugular veins, neck muscles, nodes."""
+    u = rng.uniform
+    hu = _hu_table(rng)
+    lvl = u(0, 1)
+    width = u(105, 140)
+    body, b_post = _place_body(cv, rng, width, u(0.82, 1.0), u(2.0, 2.4), u(2.3, 3.0))
+    _table(cv, rng, body, hu)
+    skin = u(1.5, 2.5)
+    t0 = u(2, 10)
+    fat = _Ang(t0, [(k, t0 * 0.1 * rng.standard_normal(), u(0, 6.3)) for k in (1, 2)],
+               [(math.pi / 2, 2.0, t0 * u(0.0, 0.5))])
+    vb_a, vb_b = u(8, 10.5), u(7, 8.5)
+    canal_a, canal_b = u(10, 12.5), u(6.5, 8.0)
+    x0 = u(-2, 2)
+    t_post = float(fat(math.pi / 2))
+    y_cn = b_post - skin - t_post - u(28, 40)
+    y_vb = y_cn - canal_b - 2.2 - vb_b
+    muscle = _Ang(u(5, 9), [(2, u(-1, 1), u(0, 6.3))],
+                  [(math.pi / 2, 3.0, (b_post - skin - t_post) - y_cn - u(8, 14))])
+    cavity = _wall(cv, rng, body, hu, skin, fat, muscle, cavity_value=hu.fat + 10)
+    # trapezius / splenius / semispinalis separated by fat planes
+    for k in range(3):
+        d = lambda t, k=k: skin + fat(t) + muscle(t) * (0.25 + 0.22 * k)  # noqa: E731
+        _fat_line(cv, body, math.pi / 2 - u(0.5, 0.9), math.pi / 2 + u(0.5, 0.9), d, hu,
+                  r=u(0.5, 1.2), alpha=0.8)
+    # prevertebral muscles, sternocleidomastoids, strap muscles
+    for sgn in (-1, 1):
+        cv.fill(_Blob(x0 + sgn * u(5, 8), y_vb - vb_b - u(2, 4), u(4, 6), u(3, 5)),
+                hu.muscle, TEX_MUSCLE)
+        t = -math.pi / 2 + sgn * u(45, 65) * _DEG
+        px, py = body.point(t, skin + float(fat(t)) + u(6, 10))
+        cv.fill(_Blob(float(px), float(py), u(12, 18), u(5, 8), rot=t + math.pi / 2,
+                      rel=_Ang(0, _harm(rng, 3, 0.05))), hu.muscle, TEX_MUSCLE)
+    # airway
+    y_air = float(body.point(-math.pi / 2, 0.0)[1]) + skin + t0 + u(10, 18)
+    larynx = lvl > 0.5
+    ra = u(7, 10) if not larynx else u(8, 12)
+    if larynx:  # thyroid cartilage laminae meeting anteriorly, supraglottic airway
+        apex = (u(-1, 1), y_air - ra - u(2, 4))
+        for sgn in (-1, 1):
+            end = (sgn * u(14, 19), y_air + u(6, 12))
+            cv.tube([apex, end], u(1.0, 1.8), hu.cartilage, ((T_MID, 10.0),))
+            if rng.random() < hu.age:
+                cv.tube([apex, end], u(0.5, 1.0), hu.calcium * u(0.6, 1.0))
+        cv.fill(_Blob(0.0, y_air, ra * u(0.5, 0.8), ra, p=u(1.6, 2.2)), -1000.0)
+    else:  # trachea: horseshoe cartilage ring, open posteriorly; thyroid gland
+        ring = _Blob(0.0, y_air, ra + u(1.5, 2.5), ra + u(1.0, 2.0), b2=ra + 0.8)
+        cv.fill(_Diff(ring, _Half(0, -1, -(y_air + ra * 0.5))), hu.cartilage,
+                ((T_MID, 10.0),))
+        cv.fill(_Blob(0.0, y_air, ra, ra * u(0.8, 1.0), b2=ra * u(0.6, 0.8)), -1000.0)
+        thy = u(80, 120) if hu.phase == "unenhanced" else u(120, 200)
+        for sgn in (-1, 1):
+            lobe = _Blob(sgn * (ra + u(7, 11)), y_air + u(-2, 4), u(7, 10), u(10, 15),
+                         rot=sgn * u(-20, 10) * _DEG, rel=_Ang(0, _harm(rng, 3, 0.05)))
+            cv.fill(lobe, thy, TEX_ORGAN)
+            if rng.random() < 0.2:  # nodule
+                cv.fill(_disk(lobe.cx + u(-3, 3), lobe.cy + u(-3, 3), u(2, 5)),
+                        thy - u(40, 70))
+        cv.tube([(-ra - 5, y_air - ra - 1), (0.0, y_air - ra - u(3, 5)),
+                 (ra + 5, y_air - ra - 1)], u(1.5, 3.0), thy, TEX_ORGAN)
+    # esophagus behind the airway, left of the midline
+    ex, ey = u(0, 5), y_air + ra + u(5, 9)
+    cv.fill(_Blob(ex, ey, u(5, 8), u(3, 5)), hu.muscle - 5, TEX_MUSCLE)
+    if rng.random() < 0.5:
+        cv.fill(_disk(ex + u(-1, 1), ey, u(0.8, 2.0)), -1000.0)
+    # carotid arteries and jugular veins
+    for sgn in (-1, 1):
+        cx, cy = sgn * (ra + u(17, 23)), y_air + u(2, 10)
+        cv.fill(_disk(cx, cy, u(3.2, 4.5)), hu.aorta, TEX_BLOOD)
+        cv.fill(_Blob(cx + sgn * u(7, 11), cy + u(-3, 3), u(4, 8), u(3, 6)), hu.ivc, TEX_BLOOD)
+        for _ in range(int(rng.integers(0, 4))):  # lymph nodes
+            nx, ny = cx + sgn * u(8, 20), cy + u(0, 25)
+            if cavity.inside(nx, ny, 4.0):
+                cv.fill(_Blob(nx, ny, u(2, 5), u(1.5, 3.5), rot=u(0, 3)), hu.muscle - 8,
+                        ((T_MID, 3.0),))
+    info = _spine(cv, rng, hu, x0, y_vb, vb_a, vb_b, canal_a, canal_b, True, u(14, 26))
+    # cervical transverse processes with foramina and the vertebral arteries
+    for sgn in (-1, 1):
+        fx, fy = x0 + sgn * (vb_a + u(4, 6)), y_vb + u(-1, 2)
+        cv.fill(_disk(fx, fy, u(4.5, 6.0)), hu.cortical, ((T_FINE, 40.0),))
+        cv.fill(_disk(fx, fy, u(2.0, 3.0)), hu.aorta, TEX_BLOOD)
+    cv.fill(_Blob(x0, info["y_cn"], canal_a * u(0.55, 0.65), canal_b * u(0.55, 0.7)),
+            hu.cord + 2)
+    if lvl > 0.85:  # mandible arch anteriorly
+        th = np.linspace(-math.pi / 2 - u(0.9, 1.2), -math.pi / 2 + u(0.9, 1.2), 16)
+        pts = np.c_[body.point(th, skin + t0 + u(3, 6))]
+        _bone_tube(cv, pts, u(3.5, 5.5), hu, shell=u(1.5, 2.5))

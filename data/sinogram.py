@@ -41,13 +41,25 @@ import h5py
 import numpy as np
 
 from medrecon.data.atomic import atomic_file
+from medrecon.data.h5guard import (
+    attributes,
+    brief,
+    check_size,
+    dataset_info,
+    item,
+    open_hdf5,
+    plain,
+    read_dataset,
+)
 from medrecon.data.phantom import MU_WATER, hu_to_mu, mu_to_hu
 from medrecon.errors import InputError
-from medrecon.operators.ct_geometry import CTGeometry
+from medrecon.operators.ct_geometry import MAX_VIEWS, CTGeometry
 
 FORMAT = "medrecon-sinogram"
 FORMAT_VERSION = 1
 IMAGE_UNITS = ("HU", "1/mm")
+#: most slices in one sinogram file
+MAX_SLICES = 4096
 
 
 @dataclass(frozen=True)
@@ -128,50 +140,103 @@ def read_sinogram_array(path: Path) -> np.ndarray:
     """The array of an NPY or TIFF file (no checks of shape or values)."""
     try:
         if path.suffix.lower() == ".npy":
+            header = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape, itemsize = header.shape, header.dtype.itemsize
+            del header
+            check_size(path, "array", shape, max(itemsize, 1))
             return np.load(path, allow_pickle=False)
         import tifffile
 
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            check_size(path, "array", series.shape, max(series.dtype.itemsize, 1))
+            return series.asarray()
+    except InputError:
+        raise
     except Exception as exc:  # numpy/tifffile raise many kinds on a bad file
-        raise InputError(path, None, f"cannot read array: {exc}") from None
+        raise InputError(path, None, f"cannot read array: {brief(exc)}") from None
+
+
+#: root attributes the reader uses (others are ignored, never read)
+ATTRIBUTES = ("format", "format_version", "beam", "image_shape", "pixel_size", "n_detectors",
+              "detector_spacing", "source_to_isocenter", "isocenter_to_detector", "image_units",
+              "mu_water", "noise")
+#: accepted attenuation of water (1/mm): water is about 0.02/mm at CT energies
+MU_WATER_RANGE = (1e-6, 10.0)
 
 
 def _read_hdf5(path: Path) -> Sinogram:
-    try:
-        with h5py.File(path, "r") as f:
-            if "sinogram" not in f:
-                raise InputError(path, "sinogram", "dataset missing (is this a medrecon "
-                                 "sinogram file? see `medrecon info`)")
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
-            if "angles" not in f:
-                raise InputError(path, "angles", "dataset missing")
-            attrs["angles"] = f["angles"][()]
-            try:
-                geometry = CTGeometry.from_dict(attrs)
-            except ValueError as exc:
-                raise InputError(path, "geometry", str(exc)) from None
-            data = check_sinogram(f["sinogram"][()], geometry, path)
-            reference = f["reference"][()] if "reference" in f else None
-    except OSError as exc:
-        raise InputError(path, None, f"not a readable HDF5 file ({exc})") from None
+    """Read the HDF5 layout; every declared shape, dtype and attribute is checked before
+    the data are read (:mod:`medrecon.data.h5guard`)."""
+    f = open_hdf5(path)
+    with f:
+        sinogram = item(f, path, "sinogram", required=True,
+                        hint="is this a medrecon sinogram file? see `medrecon info`")
+        angles = item(f, path, "angles", required=True)
+        attrs = attributes(f, path, ATTRIBUTES)
+        shape, dtype = dataset_info(path, angles)
+        if len(shape) != 1 or dtype.kind not in "iuf":
+            raise InputError(path, "angles", f"expected a real (views,) array, got shape "
+                             f"{shape} {dtype}")
+        if not 1 <= shape[0] <= MAX_VIEWS:
+            raise InputError(path, "angles", f"{shape[0]} views; expected 1 to {MAX_VIEWS}")
+        attrs["angles"] = read_dataset(path, angles, "angles")
+        try:
+            geometry = CTGeometry.from_dict(attrs)
+        except ValueError as exc:
+            raise InputError(path, "geometry", str(exc)) from None
+        data = check_sinogram(_read_checked(path, sinogram, "sinogram", geometry.sinogram_shape),
+                              geometry, path)
+        reference = item(f, path, "reference")
+        if reference is not None:
+            reference = _read_checked(path, reference, "reference", geometry.image_shape,
+                                      slices=data.shape[0] if data.ndim == 3 else None)
     units = attrs.get("image_units", "1/mm")
     if units not in IMAGE_UNITS:
         raise InputError(path, "image_units", f"must be one of {IMAGE_UNITS}, got {units!r}")
+    mu_water = attrs.get("mu_water", MU_WATER)
+    if (isinstance(mu_water, bool) or not isinstance(mu_water, (int, float))
+            or not MU_WATER_RANGE[0] <= mu_water <= MU_WATER_RANGE[1]):
+        raise InputError(path, "mu_water", f"must be an attenuation in 1/mm between "
+                         f"{MU_WATER_RANGE[0]:g} and {MU_WATER_RANGE[1]:g}, got {mu_water!r}")
     if reference is not None:
-        if reference.shape[-2:] != geometry.image_shape or not np.all(np.isfinite(reference)):
-            raise InputError(path, "reference", f"must be finite with image shape "
-                             f"{geometry.image_shape}, got {reference.shape}")
+        if not np.all(np.isfinite(reference)):
+            raise InputError(path, "reference", "contains NaN or infinite values")
         reference = reference.astype(np.float32)
-    return Sinogram(data, geometry, units, float(attrs.get("mu_water", MU_WATER)), reference,
+    return Sinogram(data, geometry, units, float(mu_water), reference,
                     str(attrs.get("noise", "measured")))
 
 
+def _read_checked(path: Path, dataset, field: str, trailing: tuple[int, int],
+                  slices: int | None = None) -> np.ndarray:
+    """Read ``dataset`` after checking from its metadata that it is a real
+    ``trailing`` or ``(slices, *trailing)`` array of a readable size."""
+    shape, dtype = dataset_info(path, dataset)
+    if dtype.kind not in "biuf":
+        raise InputError(path, field, f"must hold real numbers, got {dtype}")
+    if len(shape) not in (2, 3):
+        raise InputError(path, field, f"expected {trailing} or (slices, {trailing[0]}, "
+                         f"{trailing[1]}), got shape {shape}")
+    if field == "sinogram" and shape[-1] != trailing[1]:
+        raise InputError(path, field, f"has {shape[-1]} detector columns but the geometry "
+                         f"has n_detectors={trailing[1]}")
+    if field == "sinogram" and shape[-2] != trailing[0]:
+        raise InputError(path, field, f"has {shape[-2]} views but the geometry has "
+                         f"{trailing[0]} angles")
+    if shape[-2:] != tuple(trailing):
+        raise InputError(path, field, f"must be finite with image shape {trailing}, got "
+                         f"{shape}")
+    if slices is not None and len(shape) == 3 and shape[0] != slices:
+        raise InputError(path, field, f"has {shape[0]} slices, the sinogram {slices}")
+    if len(shape) == 3 and shape[0] > MAX_SLICES:
+        raise InputError(path, field, f"{shape[0]} slices, more than {MAX_SLICES}")
+    check_size(path, field, shape, max(dtype.itemsize, 4))
+    return read_dataset(path, dataset, field)
+
+
 def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return value.item()
-    return value
+    """An HDF5 attribute as a plain value (text of any encoding as ``str``)."""
+    return plain(value)
 
 
 def write_sinogram(sinogram: Sinogram, path: str | os.PathLike[str]) -> Path:

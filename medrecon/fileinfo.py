@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from medrecon.data.dicom import describe_dicom
+from medrecon.data.h5guard import attributes, open_hdf5, walk
 from medrecon.data.images import is_nifti, read_image
 from medrecon.data.nifti import read_nifti
 from medrecon.data.sinogram import FORMAT as SINOGRAM_FORMAT
@@ -47,15 +47,11 @@ def describe(path: str | os.PathLike[str]) -> dict[str, object]:
 
 
 def _describe_hdf5(path: Path) -> dict[str, object]:
-    try:
-        with h5py.File(path, "r") as f:
-            kind = f.attrs.get("format", "")
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-            datasets = {}
-            f.visititems(lambda name, obj: datasets.__setitem__(
-                name, f"{obj.shape} {obj.dtype}") if isinstance(obj, h5py.Dataset) else None)
-    except OSError as exc:
-        raise InputError(path, None, f"not a readable HDF5 file ({exc})") from None
+    # bounded and guarded (medrecon.data.h5guard): a corrupt file gives one line, never
+    # a traceback, and a file with millions of objects is not listed whole
+    with open_hdf5(path) as f:
+        kind = str(attributes(f, path, ("format",)).get("format", ""))
+        datasets = walk(f, path)
     info: dict[str, object] = {"format": "HDF5"}
     if kind == SINOGRAM_FORMAT:
         sino = read_sinogram(path)

@@ -24,12 +24,31 @@ import numpy as np
 
 Beam = Literal["parallel", "fan"]
 BEAMS: tuple[str, ...] = ("parallel", "fan")
+#: limits of a geometry (refused beyond them before any operator is built): views,
+#: detector cells, image side, lengths in mm and angles in radians
+MAX_VIEWS = 65536
+MAX_DETECTORS = 65536
+MAX_IMAGE_SIDE = 8192
+LENGTH_RANGE = (1e-4, 1e5)
+MAX_ABS_ANGLE = 1e4
+
+
+def _length(name: str, value: object) -> float:
+    """``value`` as a length in mm within :data:`LENGTH_RANGE`, else ``ValueError``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and LENGTH_RANGE[0] <= number <= LENGTH_RANGE[1]):
+        raise ValueError(f"geometry field {name!r}: must be a length in mm between "
+                         f"{LENGTH_RANGE[0]:g} and {LENGTH_RANGE[1]:g}, got {value}")
+    return number
 
 
 def angles_over(n_views: int, turn: Literal["half", "full"] = "half") -> np.ndarray:
     """``n_views`` equally spaced angles over a half ``[0, pi)`` or full turn ``[0, 2 pi)``."""
-    if n_views < 1:
-        raise ValueError(f"number of views must be at least 1, got {n_views}")
+    if not 1 <= n_views <= MAX_VIEWS:
+        raise ValueError(f"number of views must be 1 to {MAX_VIEWS}, got {n_views}")
     if turn not in ("half", "full"):
         raise ValueError(f"turn must be 'half' or 'full', got {turn!r}")
     span = math.pi if turn == "half" else 2 * math.pi
@@ -67,23 +86,32 @@ class CTGeometry:
 
         if self.beam not in BEAMS:
             raise bad("beam", f"must be one of {BEAMS}, got {self.beam!r}")
-        if len(self.image_shape) != 2 or min(self.image_shape) < 1:
-            raise bad("image_shape", f"must be two positive sizes, got {self.image_shape}")
+        if (len(self.image_shape) != 2 or min(self.image_shape) < 1
+                or max(self.image_shape) > MAX_IMAGE_SIDE):
+            raise bad("image_shape", f"must be two sizes from 1 to {MAX_IMAGE_SIDE}, got "
+                      f"{self.image_shape}")
         if not self.angles:
             raise bad("angles", "no projection angles")
+        if len(self.angles) > MAX_VIEWS:
+            raise bad("angles", f"{len(self.angles)} views, more than {MAX_VIEWS}")
         if not np.all(np.isfinite(self._angles_array)):
             raise bad("angles", "contains NaN or infinite values")
-        if int(self.n_detectors) != self.n_detectors or self.n_detectors < 1:
-            raise bad("n_detectors", f"must be a positive integer, got {self.n_detectors}")
+        if np.abs(self._angles_array).max() > MAX_ABS_ANGLE:
+            raise bad("angles", f"values beyond +-{MAX_ABS_ANGLE:g} rad (radians expected)")
+        try:
+            integral = int(self.n_detectors) == self.n_detectors
+        except (TypeError, ValueError, OverflowError):
+            integral = False
+        if not integral or not 1 <= self.n_detectors <= MAX_DETECTORS:
+            raise bad("n_detectors", f"must be an integer from 1 to {MAX_DETECTORS}, got "
+                      f"{self.n_detectors}")
         for name in ("pixel_size", "detector_spacing"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise bad(name, f"must be a positive length in mm, got {value}")
+            _length(name, getattr(self, name))
         if self.beam == "fan":
             for name in ("source_to_isocenter", "isocenter_to_detector"):
-                value = getattr(self, name)
-                if value is None or not (math.isfinite(value) and value > 0):
-                    raise bad(name, f"fan beam needs a positive distance in mm, got {value}")
+                if getattr(self, name) is None:
+                    raise bad(name, "fan beam needs a distance in mm")
+                _length(name, getattr(self, name))
             if self.field_of_view_radius >= self.source_to_isocenter:
                 raise bad("source_to_isocenter", "the source lies inside the image")
 
@@ -96,7 +124,9 @@ class CTGeometry:
         """Parallel beam; angles as a count over a ``turn`` or as an array (radians).
         By default the detector has the pixel pitch and covers the image diagonal."""
         angles = _angles(n_views, angles, turn)
-        spacing = pixel_size if detector_spacing is None else detector_spacing
+        pixel_size = _length("pixel_size", pixel_size)
+        spacing = pixel_size if detector_spacing is None else _length("detector_spacing",
+                                                                     detector_spacing)
         if n_detectors is None:
             diagonal = math.hypot(*image_shape) * pixel_size
             n_detectors = int(math.ceil(diagonal / spacing)) + 3
@@ -112,6 +142,14 @@ class CTGeometry:
         pixel size times the magnification, and a detector wide enough for the
         circle around the image."""
         angles = _angles(n_views, angles, turn)
+        source_to_isocenter = _length("source_to_isocenter", source_to_isocenter)
+        isocenter_to_detector = _length("isocenter_to_detector", isocenter_to_detector)
+        pixel_size = _length("pixel_size", pixel_size)
+        if detector_spacing is not None:
+            detector_spacing = _length("detector_spacing", detector_spacing)
+        if len(image_shape) != 2 or not all(1 <= int(n) <= MAX_IMAGE_SIDE for n in image_shape):
+            raise ValueError(f"geometry field 'image_shape': must be two sizes from 1 to "
+                             f"{MAX_IMAGE_SIDE}, got {tuple(image_shape)}")
         magnification = (source_to_isocenter + isocenter_to_detector) / source_to_isocenter
         spacing = pixel_size * magnification if detector_spacing is None else detector_spacing
         if n_detectors is None:
@@ -193,7 +231,7 @@ class CTGeometry:
                        float(d["pixel_size"]), float(d["detector_spacing"]),
                        None if beam != "fan" else float(d["source_to_isocenter"]),
                        None if beam != "fan" else float(d["isocenter_to_detector"]))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
             if str(exc).startswith("geometry field"):
                 raise
             raise ValueError(f"geometry: {exc}") from None
@@ -203,5 +241,9 @@ def _angles(n_views: int | None, angles, turn: str) -> tuple[float, ...]:
     if (n_views is None) == (angles is None):
         raise ValueError("give either the number of views or the angles, not both")
     if angles is not None:
-        return tuple(float(a) for a in np.ravel(angles))
+        values = np.ravel(angles)
+        if values.size > MAX_VIEWS:
+            raise ValueError(f"geometry field 'angles': {values.size} views, more than "
+                             f"{MAX_VIEWS}")
+        return tuple(float(a) for a in values)
     return tuple(angles_over(int(n_views), turn))  # type: ignore[arg-type]

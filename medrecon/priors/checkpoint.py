@@ -33,8 +33,10 @@ each complex image divided by the 99th percentile of its magnitude, scale 1, uni
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -121,8 +123,12 @@ def load_torch_file(path: str | os.PathLike[str], what: str) -> object:
     except pickle.UnpicklingError:
         raise InputError(path, None, f"not a {what}: not a torch file, or one holding code "
                          "(only plain tensors and containers are loaded)") from None
+    except MemoryError:
+        raise InputError(path, None, f"not a {what} (declares more data than fits in "
+                         "memory)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError,
-            TypeError) as exc:
+            TypeError, KeyError, IndexError, OverflowError, NotImplementedError,
+            struct.error) as exc:  # a corrupt zip archive or pickle stream
         raise InputError(path, None, f"not a {what} ({_brief(exc)})") from None
 
 
@@ -131,11 +137,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     naming the file and the field for anything that is not a medrecon prior checkpoint."""
     path = Path(path)
     record = load_torch_file(path, "medrecon prior checkpoint")
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
+    if not isinstance(record, dict) or not isinstance(record.get("format"), str) or \
+            record.get("format") != FORMAT:
         raise InputError(path, "format", f"not a medrecon prior checkpoint (expected format "
                          f"{FORMAT!r})")
     version = record.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
         raise InputError(path, "format_version", f"unsupported version {version!r} "
                          f"(this medrecon reads {FORMAT_VERSION})")
     for key in ("metadata", "weights", "ema", "step", "losses"):
@@ -147,12 +154,20 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     _check_metadata(path, metadata)
     for key in ("weights", "ema"):
         state = record[key]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                                  for v in state.values()):
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(
+                v, torch.Tensor) for k, v in state.items()):
             raise InputError(path, key, "not a state dict of tensors")
     losses = record["losses"]
-    if not isinstance(losses, torch.Tensor) or losses.ndim != 1:
-        raise InputError(path, "losses", "not a 1-D tensor")
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 1 or losses.is_complex():
+        raise InputError(path, "losses", "not a 1-D real tensor")
+    step = record["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise InputError(path, "step", f"must be a non-negative integer, got {step!r}")
+    if record.get("optimizer") is not None and not isinstance(record["optimizer"], dict):
+        raise InputError(path, "optimizer", "not a dictionary (an Adam state dict)")
+    rng = record.get("rng")
+    if rng is not None and (not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8):
+        raise InputError(path, "rng", "not a uint8 generator state")
     return Checkpoint(metadata=metadata, weights=record["weights"], ema=record["ema"],
                       optimizer=record.get("optimizer"), step=int(record["step"]),
                       losses=losses.tolist(), rng=record.get("rng"))
@@ -174,37 +189,56 @@ def _brief(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:120]}" if text else type(exc).__name__
 
 
+def _number(value: object) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
 def _check_metadata(path: Path, metadata: dict[str, object]) -> None:
     for key in METADATA_FIELDS:
         if key not in metadata:
             raise InputError(path, f"metadata.{key}", "missing")
     modality, layout = metadata["modality"], metadata["layout"]
-    if modality not in MODALITIES:
+    if not isinstance(modality, str) or modality not in MODALITIES:
         raise InputError(path, "metadata.modality", f"must be one of {sorted(MODALITIES)}, "
                          f"got {modality!r}")
-    if layout != MODALITIES[modality]:
+    if not isinstance(layout, str) or layout != MODALITIES[modality]:
         raise InputError(path, "metadata.layout", f"a {modality} prior has {MODALITIES[modality]}"
                          f" images, got {layout!r}")
     if metadata["parametrisation"] != "edm":
         raise InputError(path, "metadata.parametrisation",
                          f"expected 'edm', got {metadata['parametrisation']!r}")
     norm = metadata["normalisation"]
-    if not isinstance(norm, dict) or not all(isinstance(norm.get(k), (int, float))
-                                             for k in ("scale", "offset")):
-        raise InputError(path, "metadata.normalisation", "needs numbers 'scale' and 'offset'")
+    if not isinstance(norm, dict):
+        raise InputError(path, "metadata.normalisation", "not a dictionary")
+    for key in ("scale", "offset"):
+        if not _number(norm.get(key)):
+            raise InputError(path, "metadata.normalisation", f"needs numbers 'scale' and "
+                             f"'offset', got {key}={norm.get(key)!r}")
     if not norm["scale"] > 0:
         raise InputError(path, "metadata.normalisation", f"scale must be positive, "
                          f"got {norm['scale']}")
     sigma_data = metadata["sigma_data"]
-    if not isinstance(sigma_data, (int, float)) or not sigma_data > 0:
+    if not _number(sigma_data) or not sigma_data > 0:
         raise InputError(path, "metadata.sigma_data", f"must be positive, got {sigma_data!r}")
+    size = metadata["image_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 65536
+                       for n in size)):
+        raise InputError(path, "metadata.image_size", f"must be two positive sizes [H, W], "
+                         f"got {size!r}")
     architecture = metadata["architecture"]
     if not isinstance(architecture, dict):
         raise InputError(path, "metadata.architecture", "not a dictionary")
     try:
         config = UNetConfig.from_dict(architecture)
     except (KeyError, ValueError, TypeError) as exc:
-        raise InputError(path, "metadata.architecture", str(exc)) from None
+        message = str(exc).strip("'\"")
+        field, _, problem = message.partition(": ")
+        if problem and field.isidentifier():
+            raise InputError(path, f"metadata.architecture.{field}", problem) from None
+        raise InputError(path, "metadata.architecture", message) from None
     if config.in_channels != (2 if layout == "complex" else 1):
         raise InputError(path, "metadata.architecture", f"{config.in_channels} channels do not "
                          f"fit the {layout} layout")
@@ -213,12 +247,34 @@ def _check_metadata(path: Path, metadata: dict[str, object]) -> None:
 def build_network(path: str | os.PathLike[str], checkpoint: Checkpoint, *, ema: bool = True,
                   device: torch.device | str = "cpu") -> UNetBackbone:
     """The raw network of ``checkpoint`` with its EMA (or training) weights on ``device``."""
-    config = UNetConfig.from_dict(checkpoint.metadata["architecture"])
-    net = UNetBackbone(config)
-    key = "ema" if ema else "weights"
     try:
-        net.load_state_dict(checkpoint.ema if ema else checkpoint.weights)
-    except RuntimeError as exc:
+        config = UNetConfig.from_dict(checkpoint.metadata["architecture"])
+        net = UNetBackbone(config)
+    except (KeyError, ValueError, TypeError, ZeroDivisionError, IndexError, AssertionError,
+            RuntimeError) as exc:  # MONAI refuses some combinations only when building
+        raise InputError(path, "metadata.architecture", f"cannot build the network "
+                         f"({_brief(exc)})") from None
+    key = "ema" if ema else "weights"
+    state = checkpoint.ema if ema else checkpoint.weights
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        names = ", ".join((missing + unexpected)[:3])
+        raise InputError(path, key, f"does not fit the architecture ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected tensors: {names})")
+    for name, tensor in expected.items():
+        given = state[name]
+        if given.shape != tensor.shape or not (given.is_floating_point() or
+                                               given.dtype == tensor.dtype):
+            raise InputError(path, f"{key}.{name}", f"shape {tuple(given.shape)} "
+                             f"{given.dtype} does not fit the architecture's "
+                             f"{tuple(tensor.shape)} {tensor.dtype}")
+        if given.is_floating_point() and not bool(torch.isfinite(given).all()):
+            raise InputError(path, f"{key}.{name}", "contains NaN or infinite values")
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
         raise InputError(path, key, f"does not fit the architecture ({_brief(exc)})") from None
     return net.to(device)
 

@@ -11,6 +11,10 @@ Sources (``paths`` of :func:`load_training_set`):
 - ``phantom`` or ``phantom:N`` (CT only): ``N`` slices (default 64) of the built-in
   procedural phantom family :func:`medrecon.data.phantom.ct_phantom`, seeds 0..N-1,
   alternating abdomen and thorax, 256 x 256.
+- ``ctmix`` or ``ctmix:N`` (CT only): ``N`` slices (default 64) of the mixed procedural
+  family :func:`medrecon.data.phantom.ct_mix_phantom`, seeds 0..N-1: abdomen, thorax,
+  head and neck in turn, trabecular bone, 0.5 to 1.6 mm pixels, kernel blur and
+  CT-like correlated noise, 256 x 256.
 - ``mni152`` or ``mni152:N`` (MRI only, needs nilearn): ``N`` augmented complex slices
   (default 64) of the MNI152 T1 template, seeds 0..N-1, 256 x 256
   (:func:`medrecon.data.mni.mni152_slice`).
@@ -53,7 +57,7 @@ import torch
 
 from medrecon.data.images import is_nifti, read_image
 from medrecon.data.kspace import FastMRIFile
-from medrecon.data.phantom import REGIONS, ct_slice
+from medrecon.data.phantom import REGIONS, ct_mix_phantom, ct_slice
 from medrecon.data.volume import Volume
 from medrecon.errors import InputError, MedreconError
 from medrecon.operators.mri import fft2c, ifft2c
@@ -62,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 CT_SCALE = 1000.0
 DEFAULT_PHANTOMS = 64
-GENERATED = {"phantom": "ct", "mni152": "mri"}
+GENERATED = {"phantom": "ct", "ctmix": "ct", "mni152": "mri"}
 PHANTOM_SIZE = 256
 LOWRES_LINES = 24
 
@@ -197,6 +201,10 @@ def _read(item: str | Path, modality: str, crop: int) -> list[torch.Tensor]:
                   for s in range(_generated_count(item))]
         images = [_mri(s) for s in slices if min(s.shape) >= crop]
         return [im for im in images if im is not None]
+    if isinstance(item, str) and item.startswith("ctmix"):
+        slices = [torch.from_numpy(ct_mix_phantom(PHANTOM_SIZE, seed=s).image)
+                  for s in range(_generated_count(item))]
+        return [_ct(s) for s in slices if min(s.shape) >= crop]
     if isinstance(item, str):
         slices = [torch.from_numpy(ct_slice(PHANTOM_SIZE, seed=s, region=REGIONS[s % len(REGIONS)]))
                   for s in range(_generated_count(item))]

@@ -28,12 +28,18 @@ torch.Size([2, 1, 20, 20])
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from torch import nn
+
+#: limits of an architecture record (a checkpoint's is checked before a network is built)
+MAX_LEVELS = 8
+MAX_WIDTH = 1024
+MAX_RES_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -63,15 +69,38 @@ class UNetConfig:
     timestep_scale: float = 250.0
 
     def __post_init__(self) -> None:
-        if self.in_channels not in (1, 2):
-            raise ValueError(f"in_channels must be 1 (real) or 2 (complex), got {self.in_channels}")
-        if len(self.channels) != len(self.attention_levels) or not self.channels:
-            raise ValueError("channels and attention_levels must be non-empty and of equal length")
+        # field by field, before anything is built: a checkpoint's record is untrusted
+        # (wrong types, zero or huge sizes); each problem is a ValueError naming the field
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"{name}: {why}")
+
+        def integer(name: str, value: object, low: int, high: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(name, f"must be an integer from {low} to {high}, got {value!r}")
+
+        integer("in_channels", self.in_channels, 1, 2)
+        for name in ("channels", "attention_levels"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not 1 <= len(value) <= MAX_LEVELS:
+                raise bad(name, f"must be a list of 1 to {MAX_LEVELS} values, got {value!r}")
+        if len(self.channels) != len(self.attention_levels):
+            raise bad("attention_levels", f"{len(self.attention_levels)} values for "
+                      f"{len(self.channels)} channel levels")
+        for width in self.channels:
+            integer("channels", width, 1, MAX_WIDTH)
+        if not all(isinstance(a, bool) for a in self.attention_levels):
+            raise bad("attention_levels", f"must be true/false values, got "
+                      f"{list(self.attention_levels)!r}")
+        integer("res_blocks", self.res_blocks, 1, MAX_RES_BLOCKS)
+        integer("norm_groups", self.norm_groups, 1, MAX_WIDTH)
         if any(c % self.norm_groups for c in self.channels):
-            raise ValueError(f"norm_groups {self.norm_groups} must divide every width "
-                             f"{self.channels}")
-        if self.res_blocks < 1:
-            raise ValueError(f"res_blocks must be at least 1, got {self.res_blocks}")
+            raise bad("norm_groups", f"{self.norm_groups} must divide every width "
+                      f"{list(self.channels)}")
+        integer("head_channels", self.head_channels, 1, MAX_WIDTH)
+        scale = self.timestep_scale
+        if (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                or not math.isfinite(scale) or not 0 < scale <= 1e6):
+            raise bad("timestep_scale", f"must be a positive number, got {scale!r}")
 
     def to_dict(self) -> dict[str, object]:
         """Plain types only (lists, numbers, bools), for checkpoint metadata."""
@@ -81,6 +110,8 @@ class UNetConfig:
     def from_dict(cls, record: dict[str, object]) -> UNetConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``KeyError``, bad values
         ``ValueError`` or ``TypeError``."""
+        if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
+            raise TypeError("architecture: not a dictionary of named fields")
         names = {f.name for f in fields(cls)}
         unknown = set(record) - names
         if unknown:

@@ -154,8 +154,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_report(path: Path) -> dict | None:
-    """A report's JSON, or ``None`` if it is missing or unreadable (then not done)."""
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from a file (a report, a claim), or ``None`` if it is missing,
+    unreadable or not an object (a report then counts as not done)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -210,7 +211,7 @@ class Claim:
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = _read_claim(path)
+                holder = read_json_object(path)
                 if holder is None and not path.exists():
                     continue  # released meanwhile
                 if not _expired(path, holder, timeout):
@@ -227,7 +228,7 @@ class Claim:
 
     def held(self) -> bool:
         """Whether the claim file still holds this claim's token (not taken over)."""
-        holder = _read_claim(self.path)
+        holder = read_json_object(self.path)
         return holder is not None and holder.get("token") == self.token
 
     def release(self) -> None:
@@ -249,14 +250,6 @@ class Claim:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _read_claim(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _expired(path: Path, holder: dict | None, timeout: float) -> bool:
@@ -290,7 +283,7 @@ def _take_over(path: Path, holder: dict | None, outdir: Path, stem: str) -> None
         os.rename(path, tomb)
     except FileNotFoundError:
         return
-    taken = _read_claim(tomb)
+    taken = read_json_object(tomb)
     token = None if holder is None else holder.get("token")
     if taken is not None and taken.get("token") != token:
         # another run replaced the expired claim in between: put its claim back
@@ -307,7 +300,7 @@ def sweep(outdir: Path) -> None:
     """Remove the claims and staging folders that processes of this host left when they
     died (after a local cluster was shut down)."""
     for path in outdir.glob(".*.claim"):
-        holder = _read_claim(path)
+        holder = read_json_object(path)
         if holder is not None and holder.get("host") == socket.gethostname() and not _alive(
                 holder.get("pid")):
             _take_over(path, holder, outdir, path.name[1:-len(".claim")])

@@ -61,7 +61,7 @@ from medrecon.cohort import (
     file_sha256,
     in_shard,
     publish,
-    read_report,
+    read_json_object,
     staging_path,
     write_json_atomic,
 )
@@ -466,7 +466,7 @@ def _lost(job: StudyJob, message: str) -> StudyOutcome:
 
 def _verdict(job: StudyJob, report: Path, fingerprint: Fingerprint) -> StudyOutcome | None:
     """The outcome of a study found finished, or ``None`` when it is to be computed."""
-    previous = None if job.options.overwrite else read_report(report)
+    previous = None if job.options.overwrite else read_json_object(report)
     if previous is None:
         return None
     changed = fingerprint.differences(previous)

@@ -109,7 +109,7 @@ def test_hand_built_fastmri_multicoil_file(tmp_path, generator, caplog, header_s
         with h5py.File(path, "r+") as f:
             del f["ismrmrd_header"]
             f.create_dataset("ismrmrd_header", data=FASTMRI_HEADER, dtype=h5py.string_dtype())
-    with caplog.at_level(logging.DEBUG), FastMRIFile(path) as f:
+    with caplog.at_level(logging.DEBUG, logger="medrecon"), FastMRIFile(path) as f:
         assert (len(f), f.coils, f.shape, f.multicoil) == (SLICES, COILS, (H, W), True)
         assert f.mask is None and f.trajectory is None
         assert f.references == ("reconstruction_rss",)

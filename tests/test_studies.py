@@ -179,10 +179,7 @@ QUICK_SETTINGS = {  # weights where the regularisation shows (checked: absolute 
     "dds": {"steps": 3, "cg_iter": 5, "relative_gamma": 1.0}}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    n == "dds", strict=True, reason="known bug (issue 12): DDS on the prior's grid "
-    "(medrecon.studies.mri_resolution) breaks on a scaled 32 x 32 operator: shape 128 vs 32"))
-    for n in sorted(QUICK_SETTINGS)])
+@pytest.mark.parametrize("name", sorted(QUICK_SETTINGS))
 def test_relative_weights_ignore_the_operators_scaling(name):
     """One relative weight means one image, whatever the operator's scaling (the old
     absolute weights gave a 25 times stronger or weaker regularisation here)."""

@@ -39,6 +39,10 @@ class Denoiser(Protocol):
     Attributes:
         is_complex: whether images are complex (MRI) or real (CT).
         scale, offset: ``data = scale * x + offset`` maps prior space to data units.
+
+    A prior defined on one image shape only (the closed-form Gaussian and mixture
+    priors) says so with an ``image_shape`` attribute; a convolutional network has none
+    and takes any shape.
     """
 
     is_complex: bool

@@ -65,6 +65,11 @@ class GaussianPrior:
         self.variance = self.variance.expand(mean.shape)
         self.is_complex = mean.is_complex()
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The one image shape this prior is defined on (a network has none)."""
+        return tuple(self.mean.shape)
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         s2 = sigma_like(sigma, x) ** 2
         return self.mean + self.variance / (self.variance + s2) * (x - self.mean)

@@ -90,6 +90,11 @@ class GaussianMixturePrior:
         self.covariances = covariances
         self._eye = torch.eye(n, dtype=means.dtype, device=means.device)
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The one image shape this prior is defined on (a network has none)."""
+        return self.shape
+
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         batch = x.shape[: x.ndim - len(self.shape)]
         v = x.reshape(-1, 1, self.means.shape[-1])                     # (B, 1, n)

@@ -132,10 +132,24 @@ class FineTask:
         return replace(record, image=self.crop(record.image), samples=samples, std=std,
                        info={**record.info, "prior_grid": list(self.crop.fine_shape)})
 
+def fixed_image_shape(denoiser: Denoiser) -> tuple[int, ...] | None:
+    """The one image shape ``denoiser`` is defined on (its ``image_shape``, or its base's
+    for a mapped prior), ``None`` for a network that takes any shape."""
+    for candidate in (denoiser, getattr(denoiser, "denoiser", None)):
+        shape = getattr(candidate, "image_shape", None)
+        if shape is not None:
+            return tuple(shape)
+    return None
+
+
 def prior_grid_task(task, denoiser: Denoiser | None) -> FineTask | None:
     """The task on the prior's grid for an MRI ``task`` with a 2D image smaller than the
-    prior's training size (:func:`resolution_factor` above 1), else ``None``."""
+    prior's training size (:func:`resolution_factor` above 1), else ``None``; also
+    ``None`` for a prior defined on one image shape (:func:`fixed_image_shape`: a
+    Gaussian prior on the study's grid has no finer grid to go to)."""
     if denoiser is None or getattr(task, "modality", None) != "mri":
+        return None
+    if fixed_image_shape(denoiser) is not None:
         return None
     shape = task.problem.operator.domain_shape
     if len(shape) != 2:

@@ -5,7 +5,9 @@ are ordered by their position along the slice normal
 ``dot(ImagePositionPatient, cross(row_cosine, col_cosine))``, never by
 InstanceNumber. Stored values are rescaled (RescaleSlope, RescaleIntercept, to HU
 for CT). Compressed transfer syntaxes decode through pydicom's pixel-data plugins
-(pylibjpeg, pyjpegls). Multi-frame (enhanced) files are not supported. The slice
+(pylibjpeg, pyjpegls). Enhanced multi-frame images (Enhanced CT/MR, Legacy
+Converted, Parametric Map) are read frame by frame from their functional groups
+(:mod:`medrecon.data.dicom_enhanced`); other multi-frame files are refused. The slice
 step is the mean step between consecutive ImagePositionPatient; steps must agree
 within 1 % (a missing slice is an error, not a silent gap).
 
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +46,7 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 
 from medrecon.data.atomic import atomic_folder
+from medrecon.data.dicom_enhanced import FRAME_KEY, is_enhanced, split_frames
 from medrecon.data.h5guard import check_size
 from medrecon.data.quiet import quiet
 from medrecon.data.volume import Volume
@@ -55,7 +60,11 @@ PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"
 STUDY_KEYWORDS = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID",
                   "ReferringPhysicianName")
 MR_KEYWORDS = {"ScanningSequence": "RM", "SequenceVariant": "NONE", "ScanOptions": "",
-               "MRAcquisitionType": "", "EchoTime": "", "EchoTrainLength": ""}
+               "MRAcquisitionType": "", "RepetitionTime": "", "EchoTime": "",
+               "EchoTrainLength": ""}  # PS3.3 C.8.3.1 MR Image Module (Type 1, 2, 2C)
+IMAGE_TYPE_3 = {"CT": "AXIAL", "MR": "OTHER"}  # PS3.3 C.8.2.1.1.1, C.8.3.1.1.1
+HU_OFFSET = 1024  # CT stored values: HU + 1024 (RescaleIntercept -1024)
+CT_WINDOW = (40.0, 400.0)  # soft-tissue window (center, width) in HU
 OUTPUT_NAME = re.compile(r"IM\d{5,}\.dcm")
 #: largest Rows or Columns read
 MAX_SIDE = 16384
@@ -91,7 +100,7 @@ def _read_dicom(path: Path) -> Volume:
     if path.is_dir():
         slices = _read_folder(path)
     elif path.is_file():
-        slices = [(path, _read_file(path))]
+        slices = _frames_of(path, _read_file(path))
     else:
         raise InputError(path, None, "no such file or folder")
     for file, ds in slices:
@@ -158,8 +167,7 @@ def _read_folder(folder: Path) -> list[tuple[Path, Dataset]]:
     for file in sorted(p for p in folder.iterdir() if p.is_file()):
         ds = _read_file(file, in_folder=True)
         if ds is not None and not _is_non_image(ds):
-            _check_single_frame_image(file, ds)
-            slices.append((file, ds))
+            slices.extend(_frames_of(file, ds))
     if not slices:
         raise InputError(folder, None, "no DICOM image files in this folder")
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in slices}
@@ -183,13 +191,34 @@ def _is_non_image(ds: Dataset) -> bool:
     return uid.is_valid and uid.name != str(uid) and "Image" not in uid.name
 
 
+def _frames_of(path: Path, ds: Dataset) -> list[tuple[Path, Dataset]]:
+    """``[(path, ds)]``, or one dataset per frame of an enhanced multi-frame image
+    (:func:`medrecon.data.dicom_enhanced.split_frames`)."""
+    if not is_enhanced(ds):
+        _check_single_frame_image(path, ds)
+        return [(path, ds)]
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        raise InputError(path, "PixelData", "missing: the file has no image (truncated?)")
+    if _int(path, "SamplesPerPixel", ds.get("SamplesPerPixel") or 1) != 1:
+        raise InputError(path, "SamplesPerPixel", "colour images are not supported")
+    try:
+        frames = split_frames(path, ds)
+    except BaseException as exc:  # the RLE decoder's Rust panic, nothing else
+        if not _is_panic(exc):
+            raise
+        raise InputError(path, "PixelData", f"cannot decode the pixel data (decoder panic: "
+                         f"{_brief(exc)})") from None
+    return [(path, frame) for frame in frames]
+
+
 def _check_single_frame_image(path: Path, ds: Dataset) -> None:
     if not any(k in ds for k in PIXEL_KEYWORDS):
         raise InputError(path, "PixelData", "missing: the file has no image (truncated?)")
     frames = ds.get("NumberOfFrames") or 1
-    if "PerFrameFunctionalGroupsSequence" in ds or _int(path, "NumberOfFrames", frames) > 1:
-        raise InputError(path, "NumberOfFrames", "multi-frame (enhanced) DICOM files are not "
-                         "supported; export the series as one file per slice")
+    if _int(path, "NumberOfFrames", frames) > 1 and getattr(ds, FRAME_KEY, None) is None:
+        raise InputError(path, "NumberOfFrames", "multi-frame DICOM files without functional "
+                         "groups (other than enhanced CT/MR) are not supported; export the "
+                         "series as one file per slice")
     if _int(path, "SamplesPerPixel", ds.get("SamplesPerPixel") or 1) != 1:
         raise InputError(path, "SamplesPerPixel", "colour images are not supported")
     for keyword in ("Rows", "Columns"):
@@ -338,12 +367,26 @@ def _rescaled(path: Path, ds: Dataset, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(path, "PixelData", f"decoded shape {stored.shape}, expected {shape}")
     slope = _floats(path, ds, "RescaleSlope", 1)
     intercept = _floats(path, ds, "RescaleIntercept", 1)
+    if slope is None and intercept is None:
+        slope = _medrecon_mapping(path, ds)
     values = stored.astype(np.float64)
     values = values * (1.0 if slope is None else slope[0]) + (
         0.0 if intercept is None else intercept[0])
     if not np.all(np.isfinite(values)):
         raise InputError(path, "PixelData", "contains NaN or infinite values")
     return values
+
+
+def _medrecon_mapping(path: Path, ds: Dataset) -> np.ndarray | None:
+    """The slope of medrecon's own Real World Value Mapping (an MR series it wrote, see
+    :func:`mr_encoding`; PS3.3 C.7.6.16.2.11), ``None`` for any other file."""
+    items = ds.get("RealWorldValueMappingSequence") or []
+    for item in items:
+        if str(item.get("LUTLabel", "")) == "MEDRECON":
+            slope = _floats(path, item, "RealWorldValueSlope", 1)
+            if slope is not None and slope[0] > 0:
+                return slope
+    return None
 
 
 def _without_pixels(ds: Dataset) -> Dataset:
@@ -406,15 +449,64 @@ def _transfer_syntax(ds: Dataset) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+@dataclass(frozen=True)
+class StudyIdentity:
+    """Who and which study a derived series without a DICOM source belongs to.
+
+    ``key`` is the study's identity: the Study Instance UID and the Frame of Reference
+    UID are derived from it (:func:`pydicom.uid.generate_uid` with ``entropy_srcs``), so
+    that every re-run of one study, and every output of it (reconstruction, standard
+    deviation map), lands in the same DICOM study (PS3.3 C.7.2.1 General Study Module,
+    C.7.4.1 Frame of Reference Module). ``patient_id`` and ``patient_name`` are written
+    as given (PS3.3 C.7.1.1 Patient Module); an empty ``patient_id`` becomes a
+    pseudonymous ``MEDRECON-`` + 12 hex digits derived from ``key`` (never the patient's), so
+    that the series can be filed (a DICOMDIR needs a Patient ID). ``study_id`` (Study ID,
+    SH) defaults to 8 hex digits of the key; ``study_date`` (YYYYMMDD) and
+    ``study_time`` (HHMMSS) are written as given (Type 2: empty when unknown).
+
+    >>> a, b = StudyIdentity("sha256:0f3a"), StudyIdentity("sha256:0f3a")
+    >>> a.study_uid == b.study_uid and a.study_uid != StudyIdentity("other").study_uid
+    True
+    """
+
+    key: str
+    patient_id: str = ""
+    patient_name: str = ""
+    study_id: str = ""
+    study_date: str = ""
+    study_time: str = ""
+
+    def _digest(self) -> str:
+        return hashlib.sha256(f"medrecon study\0{self.key}".encode()).hexdigest()
+
+    @property
+    def study_uid(self) -> str:
+        return str(generate_uid(entropy_srcs=["medrecon study", self.key]))
+
+    @property
+    def frame_uid(self) -> str:
+        return str(generate_uid(entropy_srcs=["medrecon frame of reference", self.key]))
+
+    @property
+    def pseudonymous_id(self) -> str:
+        return "MEDRECON-" + self._digest()[:12].upper()
+
+    @property
+    def resolved_study_id(self) -> str:
+        return (self.study_id or self._digest()[:8].upper())[:16]
+
+
 def int16_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     """``(stored int16, slope, intercept)`` with ``value = stored * slope + intercept``.
 
     Integer values (within 1e-6) are kept exactly: slope 1, intercept 0 when they
-    fit int16 (CT HU), else an integer intercept when their range spans at most
+    fit int16, else an integer intercept when their range spans at most
     65536 values. Other values are scaled linearly over the full int16 range:
     the quantisation step is ``slope = (max - min) / 65535`` and the error at most
     half of it. Slope and intercept are rounded to 16-character DICOM DS strings
     before quantising, so the stored file decodes to the values computed here.
+    Used for CT values that are not HU and for Secondary Capture (PS3.3 C.11.1
+    Modality LUT Module); HU use :func:`hu_encoding`, MR :func:`mr_encoding`.
 
     >>> int16_encoding(np.array([-1024.0, 0.0, 3071.0]))[1:]
     (1.0, 0.0)
@@ -434,18 +526,77 @@ def int16_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     return stored.astype("<i2"), slope, intercept
 
 
+def hu_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """CT values in HU as integer HU: ``(stored int16, 1.0, -1024.0)``, the usual CT
+    encoding (PS3.3 C.8.2.1 CT Image Module: RescaleSlope 1, RescaleIntercept -1024,
+    so stored 0 is air); values are rounded to whole HU (half a HU at most, far below
+    CT noise). ``None`` when the HU do not fit (below -33792 or above 31743).
+
+    >>> stored, slope, intercept = hu_encoding(np.array([-1000.4, 0.0, 40.6]))
+    >>> stored.tolist(), slope, intercept
+    ([24, 1024, 1065], 1.0, -1024.0)
+    """
+    values = np.rint(np.asarray(array, dtype=np.float64)) + HU_OFFSET
+    if values.min() < -32768 or values.max() > 32767:
+        return None
+    return values.astype("<i2"), 1.0, -float(HU_OFFSET)
+
+
+def mr_encoding(array: np.ndarray) -> tuple[np.ndarray, float]:
+    """MR values as integers without a rescale: ``(stored, scale)`` with
+    ``stored = round(value * scale)``.
+
+    The MR Image IOD has no Modality LUT (PS3.3 A.4: no RescaleSlope/Intercept), so
+    stored values are the image values. Integers that fit 16 bits are kept as they are
+    (``scale`` 1; uint16 when none is negative, else int16). Other values are scaled by
+    a power of two so that the largest magnitude lands in ``[2**14, 2**15)``
+    (uint16 for non-negative images, int16 otherwise): a relative quantisation step
+    below ``2**-14`` of the maximum. ``scale`` is written as the Real World Value
+    Mapping (PS3.3 C.7.6.16.2.11; slope ``1/scale``) so that the image's own units
+    are recoverable, and :func:`read_dicom` applies it.
+
+    >>> stored, scale = mr_encoding(np.array([0.0, 0.25, 1.0]))
+    >>> stored.tolist(), scale
+    ([0, 4096, 16384], 16384.0)
+    """
+    values = np.asarray(array, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    integral = bool(np.all(np.abs(values - np.rint(values)) < 1e-6))
+    if integral and low >= 0 and high <= 65535:
+        return np.rint(values).astype("<u2"), 1.0
+    if integral and low >= -32768 and high <= 32767:
+        return np.rint(values).astype("<i2"), 1.0
+    peak = max(abs(low), abs(high))
+    scale = 1.0 if peak == 0 else 2.0 ** (14 - int(np.floor(np.log2(peak))))
+    stored = np.rint(values * scale)
+    if low >= 0:
+        return np.clip(stored, 0, 65535).astype("<u2"), scale
+    return np.clip(stored, -32768, 32767).astype("<i2"), scale
+
+
 def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *,
                        source: Sequence[Dataset] | None = None,
                        series_description: str = "medrecon reconstruction",
-                       modality: str | None = None) -> list[Path]:
+                       modality: str | None = None,
+                       identity: StudyIdentity | None = None) -> list[Path]:
     """Write ``volume`` as a new DICOM series, one file per slice, into ``folder``.
 
+    The SOP class follows the modality: CT Image (PS3.3 A.3), MR Image (A.4), else
+    Secondary Capture Image (A.8.1). ImageType is ``DERIVED\\SECONDARY\\AXIAL`` for
+    CT, ``DERIVED\\SECONDARY\\OTHER`` for MR (PS3.3 C.8.2.1.1.1, C.8.3.1.1.1).
+    Values: CT in HU as integer HU with slope 1 and intercept -1024
+    (:func:`hu_encoding`); other CT values and Secondary Capture with a linear
+    rescale (:func:`int16_encoding`); MR as integers without rescale
+    (:func:`mr_encoding`). The VOI window (PS3.3 C.11.2) is the source's when it has
+    one, else 40/400 HU for CT in HU (soft tissue), else the 0.5 and 99.5 percentiles.
+
     With ``source`` (default ``volume.source``) the series is derived: patient,
-    study and frame of reference are the source's, series and instance UIDs are
-    new, ImageType is DERIVED\\SECONDARY and ReferencedSeriesSequence names the
-    source series. Without it the series has no patient identity and new study
-    and frame-of-reference UIDs. The SOP class follows the modality (CT, MR, else
-    Secondary Capture). SliceThickness is the source's, else the slice spacing.
+    study and frame of reference, PatientPosition and Laterality are the source's,
+    series and instance UIDs are new, and ReferencedSeriesSequence and
+    SourceImageSequence name the source. Without it, ``identity`` (default: a random
+    key, so a new study) gives the study and frame-of-reference UIDs and the patient
+    fields (:class:`StudyIdentity`); PatientPosition and Laterality are written empty
+    (Type 2C: unknown). SliceThickness is the source's, else the slice spacing.
 
     ``folder`` must not exist, or hold only a previous medrecon series
     (``IM*.dcm``), which is then replaced once the new one is complete; the
@@ -464,9 +615,9 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *,
         raise InputError(folder, "pixel data", "the volume is empty or has NaN or infinite values")
     _check_replaceable(folder, sources)
     modality = modality or volume.modality or "OT"
-    stored, slope, intercept = int16_encoding(volume.array)
-    template = _series_template(volume, sources, series_description, modality)
-    _set_pixel_module(template, volume, slope, intercept)
+    identity = identity or StudyIdentity(str(generate_uid()))
+    template = _series_template(volume, sources, series_description, modality, identity)
+    stored = _set_pixel_module(template, volume, modality, sources[0] if sources else None)
     positions = volume.positions()
     width = max(5, len(str(volume.shape[0])))
     paths = []
@@ -507,22 +658,27 @@ def _copy_or_empty(ds: Dataset, src: Dataset | None, keywords: Sequence[str]) ->
 
 
 def _series_template(volume: Volume, sources: Sequence[Dataset], description: str,
-                     modality: str) -> Dataset:
+                     modality: str, identity: StudyIdentity) -> Dataset:
     """Everything that all slices share except the pixel module."""
     src = sources[0] if sources else None
     now = datetime.datetime.now()
     ds = Dataset()
     if src is not None and "SpecificCharacterSet" in src:
         ds.SpecificCharacterSet = copy.deepcopy(src.SpecificCharacterSet)
+    elif not all(text.isascii() for text in (identity.patient_name, identity.patient_id)):
+        ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 (PS3.3 C.12.1.1.2)
     ds.SOPClassUID = SOP_CLASS.get(modality, SecondaryCaptureImageStorage)
     _copy_or_empty(ds, src, PATIENT_KEYWORDS)
     _copy_or_empty(ds, src, STUDY_KEYWORDS)
-    if src is None:
-        ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    if src is None:  # PS3.3 C.7.1.1, C.7.2.1 from the site's study identity
+        ds.PatientName = identity.patient_name
+        ds.PatientID = identity.patient_id or identity.pseudonymous_id
+        ds.StudyID = identity.resolved_study_id
+        ds.StudyDate, ds.StudyTime = identity.study_date, identity.study_time
     ds.StudyInstanceUID = str(src.get("StudyInstanceUID", "")) if src is not None else ""
-    ds.StudyInstanceUID = ds.StudyInstanceUID or generate_uid()
+    ds.StudyInstanceUID = ds.StudyInstanceUID or identity.study_uid
     ds.FrameOfReferenceUID = str(src.get("FrameOfReferenceUID", "")) if src is not None else ""
-    ds.FrameOfReferenceUID = ds.FrameOfReferenceUID or generate_uid()
+    ds.FrameOfReferenceUID = ds.FrameOfReferenceUID or identity.frame_uid
     _copy_or_empty(ds, src, ("PositionReferenceIndicator",))
     ds.Modality = modality
     ds.SeriesInstanceUID = generate_uid()
@@ -530,13 +686,32 @@ def _series_template(volume: Volume, sources: Sequence[Dataset], description: st
     ds.SeriesDescription = description
     ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    _copy_or_empty(ds, src, ("Laterality",))  # PS3.3 C.7.3.1, Type 2C
     ds.Manufacturer = "medrecon"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ImageType = ["DERIVED", "SECONDARY", IMAGE_TYPE_3.get(modality, "OTHER")]
     _set_modality_attributes(ds, src, modality)
     if src is not None:
         _set_derivation(ds, sources, description)
     _set_plane(ds, volume, src)
+    if ds.SOPClassUID == SecondaryCaptureImageStorage:  # PS3.3 C.7.6.1, Type 2C
+        ds.PatientOrientation = patient_orientation(volume.orientation)
     return ds
+
+
+def patient_orientation(orientation: np.ndarray) -> list[str]:
+    """PatientOrientation (PS3.3 C.7.6.1.1.1): the patient directions of increasing
+    column and row index, up to three letters each (L/R, P/A, H/F), largest first.
+
+    >>> patient_orientation(np.eye(3))
+    ['L', 'P']
+    """
+    letters = (("R", "L"), ("A", "P"), ("F", "H"))
+    result = []
+    for axis in np.asarray(orientation, dtype=np.float64)[:, :2].T:
+        order = np.argsort(-np.abs(axis), kind="stable")
+        result.append("".join(letters[i][int(axis[i] > 0)] for i in order
+                              if abs(axis[i]) > 1e-4))
+    return result
 
 
 def _series_number(src: Dataset | None) -> int:
@@ -547,16 +722,20 @@ def _series_number(src: Dataset | None) -> int:
 
 
 def _set_modality_attributes(ds: Dataset, src: Dataset | None, modality: str) -> None:
-    if modality == "CT":
+    if modality in ("CT", "MR"):  # PS3.3 C.7.3.1 General Series, Type 2C
+        _copy_or_empty(ds, src, ("PatientPosition",))
+    if modality == "CT":  # PS3.3 C.8.2.1 CT Image Module
         _copy_or_empty(ds, src, ("KVP",))
         ds.AcquisitionNumber = ""
-    elif modality == "MR":
+    elif modality == "MR":  # PS3.3 C.8.3.1 MR Image Module
         for keyword, default in MR_KEYWORDS.items():
             if src is not None and keyword in src:
                 ds[keyword] = copy.deepcopy(src[keyword])
             else:
                 setattr(ds, keyword, default)
-    else:
+        if "IR" in list(np.atleast_1d(ds["ScanningSequence"].value)):
+            _copy_or_empty(ds, src, ("InversionTime",))
+    else:  # PS3.3 C.8.6.1 SC Equipment Module
         ds.ConversionType = "WSD"
 
 
@@ -565,15 +744,23 @@ def _set_derivation(ds: Dataset, sources: Sequence[Dataset], description: str) -
     ds.DerivationDescription = f"{description} from series {src.get('SeriesInstanceUID', '')}"
     item = Dataset()
     item.SeriesInstanceUID = src.get("SeriesInstanceUID", "")
-    item.ReferencedInstanceSequence = [_reference(s) for s in sources
-                                       if "SOPInstanceUID" in s]
+    references: dict[str, Dataset] = {}
+    for s in sources:
+        if "SOPInstanceUID" in s and str(s.SOPInstanceUID) not in references:
+            references[str(s.SOPInstanceUID)] = _reference(s)
+    item.ReferencedInstanceSequence = list(references.values())
     ds.ReferencedSeriesSequence = [item]
 
 
-def _reference(src: Dataset) -> Dataset:
+def _reference(src: Dataset, frame: bool = False) -> Dataset:
+    """SOP Instance Reference Macro (PS3.3 10.8); with ``frame`` the frame of an enhanced
+    source (Image SOP Instance Reference Macro, PS3.3 10.3: ReferencedFrameNumber)."""
     item = Dataset()
     item.ReferencedSOPClassUID = src.get("SOPClassUID", "")
     item.ReferencedSOPInstanceUID = src.SOPInstanceUID
+    number = getattr(src, FRAME_KEY, None)
+    if frame and number is not None:
+        item.ReferencedFrameNumber = number
     return item
 
 
@@ -589,17 +776,70 @@ def _set_plane(ds: Dataset, volume: Volume, src: Dataset | None) -> None:
     ds.SpacingBetweenSlices = _ds(along_normal)
 
 
-def _set_pixel_module(ds: Dataset, volume: Volume, slope: float, intercept: float) -> None:
+def _source_window(src: Dataset | None) -> tuple[float, float] | None:
+    """The first (center, width) of the source's VOI LUT module, if valid."""
+    if src is None or "WindowCenter" not in src or "WindowWidth" not in src:
+        return None
+    try:
+        center = float(np.atleast_1d(src["WindowCenter"].value)[0])
+        width = float(np.atleast_1d(src["WindowWidth"].value)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (center, width) if np.isfinite(center) and np.isfinite(width) and width >= 1 else None
+
+
+def _percentile_window(values: np.ndarray) -> tuple[float, float]:
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if high - low < 1:
+        low, high = float(values.min()), float(values.max())
+    return (low + high) / 2, max(high - low, 1.0)
+
+
+def _set_pixel_module(ds: Dataset, volume: Volume, modality: str, src: Dataset | None
+                      ) -> np.ndarray:
+    """Image pixel (PS3.3 C.7.6.3), modality LUT (C.11.1) and VOI LUT (C.11.2) modules;
+    returns the stored values."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    ds.PixelRepresentation = 1
-    ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(intercept)
-    ds.RescaleType = volume.units or "US"
-    low, high = float(volume.array.min()), float(volume.array.max())
-    ds.WindowCenter = _ds((low + high) / 2)
-    ds.WindowWidth = _ds(max(high - low, 1.0))
+    window = _source_window(src)
+    if modality == "MR":
+        stored, scale = mr_encoding(volume.array)
+        if window is not None:
+            window = (window[0] * scale, window[1] * scale)
+        if scale != 1.0:
+            ds.RealWorldValueMappingSequence = [_real_world_mapping(stored, scale, volume.units)]
+        window = window or _percentile_window(stored)
+    else:
+        hu = hu_encoding(volume.array) if modality == "CT" and volume.units == "HU" else None
+        stored, slope, intercept = hu or int16_encoding(volume.array)
+        ds.RescaleIntercept, ds.RescaleSlope = _ds(intercept), _ds(slope)
+        ds.RescaleType = volume.units or "US"
+        if window is None and hu is not None:
+            window = CT_WINDOW
+        window = window or _percentile_window(volume.array)
+    ds.PixelRepresentation = int(stored.dtype.kind == "i")
+    ds.WindowCenter, ds.WindowWidth = _ds(window[0]), _ds(window[1])
+    return stored
+
+
+def _real_world_mapping(stored: np.ndarray, scale: float, units: str) -> Dataset:
+    """Real World Value Mapping item (PS3.3 C.7.6.16.2.11): value = stored / scale."""
+    item = Dataset()
+    signed = stored.dtype.kind == "i"
+    first, last = (-32768, 32767) if signed else (0, 65535)
+    item.add_new("RealWorldValueFirstValueMapped", "SS" if signed else "US", first)
+    item.add_new("RealWorldValueLastValueMapped", "SS" if signed else "US", last)
+    item.RealWorldValueIntercept = 0.0
+    item.RealWorldValueSlope = 1.0 / scale
+    item.LUTExplanation = f"medrecon: stored = round(value * {scale:g})"
+    item.LUTLabel = "MEDRECON"
+    unit = Dataset()  # UCUM "1": a dimensionless (arbitrary) unit
+    unit.CodeValue, unit.CodingSchemeDesignator = "1", "UCUM"
+    unit.CodeMeaning = units if units and units.isascii() else "no units"
+    item.MeasurementUnitsCodeSequence = [unit]
+    return item
 
 
 def _slice_dataset(template: Dataset, k: int, position: np.ndarray, stored: np.ndarray,
@@ -609,8 +849,8 @@ def _slice_dataset(template: Dataset, k: int, position: np.ndarray, stored: np.n
     ds.InstanceNumber = k + 1
     ds.ImagePositionPatient = [_ds(v) for v in position]
     if len(sources) == n_slices and "SOPInstanceUID" in sources[k]:
-        ds.SourceImageSequence = [_reference(sources[k])]
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
+        ds.SourceImageSequence = [_reference(sources[k], frame=True)]
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

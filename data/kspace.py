@@ -36,7 +36,8 @@ volume is never loaded whole; each slice is checked for NaN when it is read.
 
 ISMRMRD raw data (Inati et al., "ISMRM Raw data format: a proposed standard for
 MRI raw datasets", MRM 77:411-421, 2017) are read with the ``ismrmrd`` package by
-:func:`read_ismrmrd` (Cartesian 2D only; see there).
+:func:`read_ismrmrd` (Cartesian 2D only; see there); :class:`IsmrmrdFile` presents them
+like a :class:`FastMRIFile` and :func:`open_kspace` opens either kind.
 
 Every problem raises :class:`~medrecon.errors.InputError` naming the file and the
 dataset. Example::
@@ -87,6 +88,7 @@ MAX_COILS = 256
 MAX_MATRIX = 16384
 MAX_SAMPLES = 1 << 26
 MAX_HEADER_BYTES = 16 << 20
+MAX_ACQUISITIONS = 1 << 22
 #: smallest image grid and reconstruction matrix side
 MIN_MATRIX = 8
 #: ISMRMRD acquisitions that are neither imaging lines nor noise
@@ -235,6 +237,12 @@ class FastMRIFile:
         self._file = open_hdf5(self.path)
         try:
             self._validate()
+            self.dicom_source = None
+            """The DICOM source ``medrecon simulate`` kept (:mod:`medrecon.data.dicom_source`)."""
+            if "dicom_source" in self._file:
+                from medrecon.data.dicom_source import dicom_source_in
+
+                self.dicom_source = dicom_source_in(self._file, self.path)
         except BaseException:
             self._file.close()
             raise
@@ -536,6 +544,9 @@ def read_ismrmrd(path: str | os.PathLike[str], group: str = "dataset") -> Ismrmr
             count = dataset.number_of_acquisitions()
         except LookupError:
             raise InputError(path, field, "missing: no acquisitions") from None
+        if count > MAX_ACQUISITIONS:
+            raise InputError(path, field, f"{count} acquisitions, more than "
+                             f"{MAX_ACQUISITIONS}")
         noise, lines = [], []
         for number in range(count):
             try:
@@ -576,7 +587,13 @@ def _assemble(path: Path, field: str, header: IsmrmrdHeader, lines: list
     offset = phases // 2 - header.limits.get("kspace_encoding_step_1", (0, 0, phases // 2))[2]
     slices = 1 + max(acq.idx.slice for _, acq, _ in lines)
     coils, readout = _readout(lines[0][1], lines[0][2]).shape
+    if slices > MAX_SLICES or coils > MAX_COILS or readout > MAX_MATRIX or coils == 0 \
+            or readout == 0:
+        raise InputError(path, field, f"{slices} slices, {coils} coils, {readout} readout "
+                         f"samples: beyond the limits ({MAX_SLICES}, 1 to {MAX_COILS}, 1 to "
+                         f"{MAX_MATRIX})")
     kinds = 1 + any(acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) for _, acq, _ in lines)
+    check_size(path, field, (kinds, slices, coils, phases, readout), 8, "k-space of")
     total = np.zeros((kinds, slices, coils, phases, readout), dtype=np.complex64)
     count = np.zeros((kinds, slices, phases), dtype=np.int64)
     for number, acq, data in lines:
@@ -612,3 +629,135 @@ def _noise(path: Path, field: str, noise: list[np.ndarray], coils: int) -> torch
         raise InputError(path, field, f"noise acquisitions do not have the {coils} coils of "
                          "the imaging data")
     return torch.from_numpy(np.concatenate(noise, axis=1).astype(np.complex64))
+
+
+def is_ismrmrd(path: str | os.PathLike[str], group: str = "dataset") -> bool:
+    """Whether ``path`` is an HDF5 file holding an ISMRMRD group ``group`` (with its
+    ``xml`` header and ``data`` acquisitions) and no fastMRI ``kspace`` dataset. Never
+    raises: an unreadable file is not ISMRMRD (its reader then says why)."""
+    try:
+        with h5py.File(Path(path), "r") as f:
+            node = f.get(group)
+            return (isinstance(node, h5py.Group) and "xml" in node and "data" in node
+                    and "kspace" not in f)
+    except Exception:  # noqa: BLE001 (any failure: not recognisable as ISMRMRD)
+        return False
+
+
+class IsmrmrdFile:
+    """An ISMRMRD raw file (:func:`read_ismrmrd`) seen as a Cartesian k-space file with the
+    attributes and methods of :class:`FastMRIFile` that a reconstruction reads, so that
+    :mod:`medrecon.studies.mri` takes either.
+
+    The k-space is read whole when the file is opened and turned into fastMRI's
+    orientation, ``(coils, H, W)`` per slice with ``H`` the readout and ``W`` the phase
+    encodes (ISMRMRD stores one acquisition per readout line), centre at ``(H // 2, W //
+    2)``. ``mask`` is the sampled phase encodes ``(W,)`` (``None`` when every one is
+    sampled); every slice must sample the same ones. ``noise`` is the noise scan
+    ``(coils, samples)`` (``None`` without one), for prewhitening. There is no
+    reference image. Non-Cartesian encodings are refused (InputError naming
+    ``dataset/xml``).
+    """
+
+    format = "ISMRMRD"
+    dicom_source = None
+
+    def __init__(self, path: str | os.PathLike[str], group: str = "dataset"):
+        self.path = Path(path)
+        data = read_ismrmrd(self.path, group)
+        header = data.header
+        if header.trajectory not in ("", "cartesian"):
+            raise InputError(self.path, f"{group}/xml", f"trajectory {header.trajectory!r}: "
+                             "only Cartesian ISMRMRD files are read")
+        kspace = data.kspace.transpose(-2, -1).contiguous()  # (slices, coils, readout, phase)
+        sampled = data.sampled
+        if not bool((sampled == sampled[:1]).all()):
+            raise InputError(self.path, f"{group}/data", "the slices sample different phase "
+                             "encodes; one pattern for all slices is supported")
+        self._kspace = kspace
+        self.header, self.header_xml = header, data.header_xml
+        self.noise = data.noise
+        self.num_slices, self.coils = int(kspace.shape[0]), int(kspace.shape[1])
+        self.multicoil = True
+        self.shape = self.image_shape = (int(kspace.shape[2]), int(kspace.shape[3]))
+        if min(self.shape) < MIN_MATRIX:
+            raise InputError(self.path, f"{group}/data", f"k-space of {self.shape} is smaller "
+                             f"than {MIN_MATRIX} x {MIN_MATRIX}")
+        columns = sampled[0]
+        self.mask = None if bool(columns.all()) else columns.clone()
+        self.trajectory = None
+        self.references: tuple[str, ...] = ()
+        self.attrs: Mapping[str, object] = MappingProxyType({"format": self.format})
+        logger.info("opened ISMRMRD %s: %d slices, %d coils, k-space %s, %d of %d phase "
+                    "encodes, noise scan %s", self.path.name, self.num_slices, self.coils,
+                    self.shape, int(columns.sum()), columns.numel(),
+                    "yes" if self.noise is not None else "no")
+
+    def read_slice(self, index: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """k-space of slice ``index``: complex64 ``(coils, H, W)`` on ``device``."""
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_slices:
+            raise InputError(self.path, "dataset/data", f"slice {index!r} out of range "
+                             f"(0 to {self.num_slices - 1})")
+        return self._kspace[int(index)].to(device)
+
+    def read_reference(self, index: int, name: str | None = None) -> torch.Tensor:
+        """ISMRMRD raw files hold no reference image: always :class:`InputError`."""
+        raise InputError(self.path, name or "reference", "an ISMRMRD raw file holds no "
+                         "reference image")
+
+    def describe(self) -> dict[str, object]:
+        """What was found, for ``medrecon info`` (never patient identity)."""
+        sampled = int(self.mask.sum()) if self.mask is not None else self.shape[1]
+        centre = _centre_run(self.mask) if self.mask is not None else self.shape[1]
+        return {"format": "ISMRMRD raw data", "trajectory": "cartesian",
+                "slices": self.num_slices, "coils": self.coils,
+                "k-space (readout, phase encodes)": self.shape,
+                "encoded matrix": self.header.encoded_matrix[:2],
+                "recon matrix": self.header.recon_matrix[:2],
+                "field of view mm": self.header.recon_fov_mm[:2],
+                "phase encodes sampled": f"{sampled} of {self.shape[1]} "
+                                         f"(R = {self.shape[1] / sampled:.3g})",
+                "fully sampled centre": centre,
+                "noise scan": (f"{self.noise.shape[1]} samples per coil (used for "
+                               "prewhitening)") if self.noise is not None else "none"}
+
+    def __len__(self) -> int:
+        return self.num_slices
+
+    def close(self) -> None:
+        """Nothing to close: the file was read when opened."""
+
+    def __enter__(self) -> IsmrmrdFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"IsmrmrdFile({self.path.name!r}, slices={self.num_slices}, "
+                f"coils={self.coils}, shape={self.shape})")
+
+
+def _centre_run(columns: torch.Tensor) -> int:
+    """Length of the run of sampled columns through the centre ``W // 2`` (0 if unsampled)."""
+    values = columns.to(torch.bool).tolist()
+    centre = len(values) // 2
+    if not values[centre]:
+        return 0
+    lo = hi = centre
+    while lo > 0 and values[lo - 1]:
+        lo -= 1
+    while hi < len(values) - 1 and values[hi + 1]:
+        hi += 1
+    return hi - lo + 1
+
+
+def open_kspace(path: str | os.PathLike[str]) -> FastMRIFile | IsmrmrdFile:
+    """A k-space file: :class:`IsmrmrdFile` for ISMRMRD raw data (:func:`is_ismrmrd`), else
+    :class:`FastMRIFile` (the fastMRI layout and medrecon's non-Cartesian extension)."""
+    try:
+        return FastMRIFile(path)  # one open for the common case
+    except InputError:
+        if is_ismrmrd(path):
+            return IsmrmrdFile(path)
+        raise

@@ -4,6 +4,8 @@
   trajectory) in the layout :class:`medrecon.data.kspace.FastMRIFile` reads,
   with an ISMRMRD XML header (:func:`make_ismrmrd_header`) that states the
   encoded and reconstruction matrices.
+- :func:`write_ismrmrd_file` writes Cartesian k-space as an ISMRMRD raw file (one
+  acquisition per phase encode, an optional noise scan).
 - :func:`write_fastmri_reconstruction` writes reconstructions as the fastMRI
   challenge expects them: ``/reconstruction`` float32 ``(slices, H, W)``.
 
@@ -212,4 +214,66 @@ def write_kspace_file(path: str | os.PathLike[str], kspace: ArrayLike, *,
             f.attrs["max"] = float(ref.max())
             f.attrs["norm"] = float(np.linalg.norm(ref))
         _write_attrs(f, attrs)
+    return path
+
+
+def write_ismrmrd_file(path: str | os.PathLike[str], kspace: ArrayLike, *,
+                       mask: ArrayLike | None = None, noise: ArrayLike | None = None,
+                       recon_matrix: Sequence[int] | None = None,
+                       pixel_size_mm: float = 1.0) -> Path:
+    """Write Cartesian 2D k-space as an ISMRMRD raw file (Inati et al., MRM 77:411-421,
+    2017), the layout :func:`medrecon.data.kspace.read_ismrmrd` reads, with the
+    ``ismrmrd`` package.
+
+    ``kspace`` is complex ``(slices, coils, H, W)`` in fastMRI's orientation (``H`` the
+    readout, ``W`` the phase encodes, centre at ``(H // 2, W // 2)``); one acquisition is
+    written per slice and sampled phase encode (``mask``: 0/1 ``(W,)``, default every
+    column), with ``idx.kspace_encode_step_1`` the column, ``idx.slice`` the slice,
+    ``center_sample = H // 2`` and the first/last-in-slice flags. ``noise`` (complex
+    ``(coils, samples)``) becomes one acquisition flagged ``ACQ_IS_NOISE_MEASUREMENT``,
+    written first as scanners do. The header is :func:`make_ismrmrd_header` with encoded
+    matrix ``(H, W)`` and ``recon_matrix`` (default the same). Written to a temporary
+    name and renamed when complete.
+    """
+    import ismrmrd
+
+    path = Path(path)
+    data = _numpy(kspace)
+    if data.ndim != 4 or not np.iscomplexobj(data):
+        raise InputError(path, "kspace", "expected complex (slices, coils, H, W), got "
+                         f"{data.dtype} {data.shape}")
+    slices, coils, height, width = data.shape
+    columns = np.ones(width, dtype=bool) if mask is None else \
+        _check_mask(path, _numpy(mask), (width,)).astype(bool)
+    if noise is not None:
+        noise = _numpy(noise)
+        if noise.ndim != 2 or noise.shape[0] != coils:
+            raise InputError(path, "noise", f"expected ({coils}, samples), got {noise.shape}")
+    header = make_ismrmrd_header((height, width), recon_matrix or (height, width),
+                                 pixel_size_mm=pixel_size_mm, slices=slices)
+    sampled = np.flatnonzero(columns)
+
+    def line(values: np.ndarray) -> ismrmrd.Acquisition:
+        acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(values, dtype=np.complex64))
+        acq.available_channels = coils
+        return acq
+
+    with atomic_file(path) as tmp:
+        with ismrmrd.Dataset(str(tmp), "dataset", create_if_needed=True) as dataset:
+            dataset.write_xml_header(header)
+            if noise is not None:
+                acq = line(noise)
+                acq.set_flag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+                dataset.append_acquisition(acq)
+            for s in range(slices):
+                for n, column in enumerate(sampled):
+                    acq = line(data[s, :, :, column])
+                    acq.center_sample = height // 2
+                    acq.idx.kspace_encode_step_1 = int(column)
+                    acq.idx.slice = s
+                    if n == 0:
+                        acq.set_flag(ismrmrd.ACQ_FIRST_IN_SLICE)
+                    if n == len(sampled) - 1:
+                        acq.set_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+                    dataset.append_acquisition(acq)
     return path

@@ -9,6 +9,9 @@ HDF5 layout (``format = "medrecon-sinogram"``, ``format_version = 1``)::
                  see medrecon.operators.ct_geometry)
     /reference   optional float32 (rows, cols) or (slices, rows, cols): the true
                  image, in ``image_units``, for metrics
+    /field_of_view  optional uint8, the reference's shape: 1 where the reference holds
+                 measured values (a scanner's field of view; outside it, DICOM padding
+                 was set to air, see medrecon.data.ct_image); metrics are computed there
     root attributes:
       format, format_version
       beam                   "parallel" or "fan"
@@ -36,6 +39,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -55,6 +59,9 @@ from medrecon.data.phantom import MU_WATER, hu_to_mu, mu_to_hu
 from medrecon.errors import InputError
 from medrecon.operators.ct_geometry import MAX_VIEWS, CTGeometry
 
+if TYPE_CHECKING:
+    from medrecon.data.dicom_source import DicomSource
+
 FORMAT = "medrecon-sinogram"
 FORMAT_VERSION = 1
 IMAGE_UNITS = ("HU", "1/mm")
@@ -73,6 +80,11 @@ class Sinogram:
         mu_water: attenuation of water (1/mm) for the HU conversion.
         reference: optional true image in ``image_units``.
         noise: how the data were made (``"measured"`` for real data).
+        dicom_source: the DICOM source ``medrecon simulate`` kept in ``/dicom_source``
+            (:class:`medrecon.data.dicom_source.DicomSource`), or ``None``.
+        field_of_view: optional bool array of the reference's shape, true where the
+            reference holds measured values (metrics are computed there); ``None``:
+            everywhere.
     """
 
     data: np.ndarray
@@ -81,6 +93,8 @@ class Sinogram:
     mu_water: float = MU_WATER
     reference: np.ndarray | None = None
     noise: str = "measured"
+    dicom_source: DicomSource | None = None
+    field_of_view: np.ndarray | None = None
 
     def to_image_units(self, mu: np.ndarray) -> np.ndarray:
         """Attenuation (1/mm) to this sinogram's image units."""
@@ -191,6 +205,16 @@ def _read_hdf5(path: Path) -> Sinogram:
         if reference is not None:
             reference = _read_checked(path, reference, "reference", geometry.image_shape,
                                       slices=data.shape[0] if data.ndim == 3 else None)
+        fov = item(f, path, "field_of_view")
+        if fov is not None:
+            if reference is None:
+                raise InputError(path, "field_of_view", "given without a /reference")
+            fov = _read_field_of_view(path, fov, reference.shape)
+        source = None
+        if "dicom_source" in f:  # only then load the DICOM stack
+            from medrecon.data.dicom_source import dicom_source_in
+
+            source = dicom_source_in(f, path)
     units = attrs.get("image_units", "1/mm")
     if units not in IMAGE_UNITS:
         raise InputError(path, "image_units", f"must be one of {IMAGE_UNITS}, got {units!r}")
@@ -204,7 +228,23 @@ def _read_hdf5(path: Path) -> Sinogram:
             raise InputError(path, "reference", "contains NaN or infinite values")
         reference = reference.astype(np.float32)
     return Sinogram(data, geometry, units, float(mu_water), reference,
-                    str(attrs.get("noise", "measured")))
+                    str(attrs.get("noise", "measured")), source, fov)
+
+
+def _read_field_of_view(path: Path, dataset, shape: tuple[int, ...]) -> np.ndarray:
+    """``/field_of_view`` as a bool array of the reference's ``shape``: 0/1 values, some 1."""
+    got, dtype = dataset_info(path, dataset)
+    if dtype.kind not in "biu":
+        raise InputError(path, "field_of_view", f"must hold 0 and 1, got {dtype}")
+    if tuple(got) != tuple(shape):
+        raise InputError(path, "field_of_view", f"has shape {tuple(got)}, the reference "
+                         f"{tuple(shape)}")
+    values = read_dataset(path, dataset, "field_of_view")
+    if not np.isin(values, (0, 1)).all():
+        raise InputError(path, "field_of_view", "must hold only 0 and 1")
+    if not values.any():
+        raise InputError(path, "field_of_view", "is empty (no pixel inside)")
+    return values.astype(bool)
 
 
 def _read_checked(path: Path, dataset, field: str, trailing: tuple[int, int],
@@ -257,6 +297,9 @@ def write_sinogram(sinogram: Sinogram, path: str | os.PathLike[str]) -> Path:
         if sinogram.reference is not None:
             f.create_dataset("reference", data=sinogram.reference.astype(np.float32),
                              compression="gzip", shuffle=True)
+            if sinogram.field_of_view is not None:
+                f.create_dataset("field_of_view", compression="gzip",
+                                 data=np.asarray(sinogram.field_of_view).astype(np.uint8))
     return path
 
 

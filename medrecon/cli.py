@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from medrecon import __version__
+from medrecon.data.calibration import MIN_CALIBRATION
 from medrecon.errors import InputError, MedreconError
 from medrecon.methods import names
 from medrecon.threads import apply_thread_policy
@@ -36,6 +37,10 @@ METHOD_OPTIONS = [
                       "or a published one as adm:PATH / ncsnpp:PATH."),
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Diffusion methods: random seed."),
+    click.option("--dicom", "dicom", multiple=True, metavar="KEY=VALUE",
+                 help="DICOM output of a non-DICOM study: study=KEY (the study identity "
+                      "its UIDs derive from; default: the input's SHA-256), patient_id=, "
+                      "patient_name=; repeatable."),
 ]
 
 
@@ -46,8 +51,26 @@ def method_options(command):
     return command
 
 
+def dicom_identity(input_file: Path, items: tuple[str, ...], output: Path):
+    """The DICOM study identity from ``--dicom KEY=VALUE`` options
+    (:func:`medrecon.outputs.study_identity`); ``None`` unless ``output`` is DICOM (the
+    options are checked either way)."""
+    from medrecon.outputs import output_format, study_identity
+
+    fields: dict[str, str] = {}
+    for entry in items:
+        key, sep, value = entry.partition("=")
+        if not sep or key not in ("study", "patient_id", "patient_name"):
+            raise InputError("--dicom", None, f"expected study=, patient_id= or "
+                             f"patient_name=VALUE, got {entry!r}")
+        fields[key] = value
+    if output_format(output) != "dicom":
+        return None
+    return study_identity(input_file, **fields)
+
+
 def recon_study(study, method_name: str, given: dict[str, object], output: Path,
-                prior: str, seed: int, device) -> None:
+                prior: str, seed: int, device, dicom: tuple[str, ...] = ()) -> None:
     """Reconstruct an open study as ``medrecon run`` does and write ``output`` (and its
     standard deviation map beside it for several samples)."""
     import torch
@@ -66,17 +89,20 @@ def recon_study(study, method_name: str, given: dict[str, object], output: Path,
             option = "--" + name.replace("_", "-")
             raise InputError(option, None, f"{method_name} takes no {name}; its parameters: "
                              f"{', '.join(fields) or 'none'}")
+    identity = dicom_identity(study.path, dicom, output)
     denoiser = load_prior(prior, study.modality, device)[0] if record.needs_prior else None
     result = reconstruct_study(study, method_name, given, prior=denoiser, device=device,
                                generator=torch.Generator(device=device).manual_seed(seed),
                                label=f"{method_name} {study.path.name}")
     write_reconstruction(result.volume, output, method=result.method,
-                         reference=result.reference, metrics=result.metrics)
+                         reference=result.reference, metrics=result.metrics,
+                         identity=identity)
     if result.std is not None:
         suffix = ".nii.gz" if output.name.lower().endswith(".nii.gz") else output.suffix
         std_path = output.with_name(output.name[:len(output.name) - len(suffix)] + "_std" +
                                     suffix)
-        write_reconstruction(result.std, std_path, method=f"{result.method} std")
+        write_reconstruction(result.std, std_path, method=f"{result.method} std",
+                             identity=identity, parametric=True)
     summary = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
     seconds = sum(r.timings.get("total", 0.0) for r in result.records)
     slices = result.volume.shape[0]
@@ -162,10 +188,13 @@ def simulate() -> None:
 @click.option("--views", type=click.IntRange(min=1), required=True, help="Number of views.")
 @click.option("--geometry", "beam", type=click.Choice(["parallel", "fan"]), default="parallel",
               show_default=True)
-@click.option("--turn", type=click.Choice(["half", "full"]), default=None,
-              help="Angular range [default: half for parallel, full for fan].")
+@click.option("--turn", type=click.Choice(["half", "full", "short"]), default=None,
+              help="Angular range [default: half for parallel, full for fan]; short: a fan "
+                   "beam's short scan (180 deg + the fan angle).")
 @click.option("--noise", default="none", show_default=True,
               help="none, poisson:PHOTONS_PER_RAY or gaussian:SIGMA.")
+@click.option("--allow-any-modality", is_flag=True,
+              help="Project an image whose file says it is not CT (e.g. MR) as if in HU.")
 @click.option("--detectors", type=click.IntRange(min=1), default=None,
               help="Detector cells [default: cover the image].")
 @click.option("--detector-spacing", type=float, default=None, help="mm at the detector.")
@@ -178,16 +207,21 @@ def simulate() -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Sinogram file (.h5).")
 def simulate_ct(image: str, views: int, beam: str, turn: str | None, noise: str,
-                detectors: int | None, detector_spacing: float | None, sid: float, idd: float,
+                allow_any_modality: bool, detectors: int | None,
+                detector_spacing: float | None, sid: float, idd: float,
                 size: int, seed: int, output: Path) -> None:
     """Project IMAGE (DICOM file or folder, NIfTI, or the word 'phantom') to a sinogram.
 
     The image is read in HU and converted to attenuation (1/mm); the sinogram file
-    keeps it as the reference for metrics.
+    keeps it as the reference for metrics. An image that is not CT (DICOM Modality MR,
+    ...) is refused. DICOM padding (PixelPaddingValue) and out-of-field pixels (below
+    -1024 HU, touching the border) become air, and metrics are then computed inside
+    the field of view (stored with the reference).
     """
     import torch
 
     from medrecon.data.atomic import check_output_path
+    from medrecon.data.dicom_source import dicom_source_of, keeping_dicom_source
     from medrecon.data.sinogram import parse_noise, write_sinogram
     from medrecon.data.sinogram_simulate import simulate_sinogram
     from medrecon.fileinfo import load_ct_image
@@ -200,24 +234,39 @@ def simulate_ct(image: str, views: int, beam: str, turn: str | None, noise: str,
         parse_noise(noise)
     except ValueError as exc:
         raise InputError("--noise", None, str(exc)) from None
-    pixels, pixel_size = load_ct_image(image, size=size, seed=seed)
+    if turn == "short" and beam == "parallel":
+        raise InputError("--turn", None, "short is a fan-beam scan (180 deg + the fan "
+                         "angle); parallel beam takes half or full")
+    try:
+        ct = load_ct_image(image, size=size, seed=seed, check_modality=not allow_any_modality)
+    except InputError as exc:
+        if exc.field not in ("Modality", "descrip"):
+            raise
+        raise InputError(exc.source, exc.field, f"{exc.problem} (--allow-any-modality "
+                         "projects it anyway)") from None
+    pixels = ct.hu
     try:
         if beam == "parallel":
             geometry = CTGeometry.parallel(pixels.shape[-2:], views, turn=turn or "half",
-                                           n_detectors=detectors, pixel_size=pixel_size,
+                                           n_detectors=detectors, pixel_size=ct.pixel_size,
                                            detector_spacing=detector_spacing)
         else:
             geometry = CTGeometry.fan(pixels.shape[-2:], views, turn=turn or "full",
                                       source_to_isocenter=sid, isocenter_to_detector=idd,
-                                      n_detectors=detectors, pixel_size=pixel_size,
+                                      n_detectors=detectors, pixel_size=ct.pixel_size,
                                       detector_spacing=detector_spacing)
     except ValueError as exc:
         raise InputError(image, "geometry", str(exc)) from None
     sinogram = simulate_sinogram(pixels, geometry, noise=noise,
-                                 generator=torch.Generator().manual_seed(seed))
-    write_sinogram(sinogram, output)
+                                 generator=torch.Generator().manual_seed(seed),
+                                 field_of_view=ct.field_of_view if ct.masked else None)
+    with keeping_dicom_source(output, dicom_source_of(image)) as tmp:  # DICOM identity
+        write_sinogram(sinogram, tmp)
     click.echo(f"wrote {output}: {sinogram.data.shape} sinogram, {geometry.beam} beam, "
                f"{geometry.n_views} views, noise {noise}")
+    if ct.masked:
+        click.echo(f"{ct.masked} pixels outside the field of view (padding or below "
+                   f"-1024 HU) set to air; metrics will be computed inside it")
 
 
 @simulate.command("mri")
@@ -243,6 +292,7 @@ def simulate_mri(image: str, coils: int, acceleration: float, center_fraction: f
     trajectory (radians, dataset /trajectory).
     """
     from medrecon.data.atomic import check_output_path
+    from medrecon.data.dicom_source import dicom_source_of, keeping_dicom_source
     from medrecon.data.kspace_simulate import simulate_kspace
     from medrecon.data.kspace_write import write_kspace_file
     from medrecon.fileinfo import load_mr_image
@@ -257,9 +307,10 @@ def simulate_mri(image: str, coils: int, acceleration: float, center_fraction: f
                               center_fraction=center_fraction, sigma=sigma, seed=seed)
     except ValueError as exc:
         raise InputError(image, "sampling", str(exc)) from None
-    write_kspace_file(output, sim.kspace, mask=sim.mask, trajectory=sim.trajectory,
-                      reference=sim.reference, image_shape=sim.image_shape,
-                      attrs={"acceleration": acceleration, "pattern": pattern})
+    with keeping_dicom_source(output, dicom_source_of(image)) as tmp:  # DICOM identity
+        write_kspace_file(tmp, sim.kspace, mask=sim.mask, trajectory=sim.trajectory,
+                          reference=sim.reference, image_shape=sim.image_shape,
+                          attrs={"acceleration": acceleration, "pattern": pattern})
     click.echo(f"wrote {output}: {sim.kspace.shape} k-space, {coils} coils, {pattern} "
                f"R={acceleration:g}, noise {noise}")
 
@@ -313,8 +364,9 @@ def _npy_geometry(beam, image_size, pixel_size, turn, detector_spacing, sid, idd
               help="NPY/TIFF input: image rows = cols.")
 @click.option("--pixel-size", type=float, default=1.0, help="NPY/TIFF input: mm.")
 @click.option("--detector-spacing", type=float, default=None, help="NPY/TIFF input: mm.")
-@click.option("--turn", type=click.Choice(["half", "full"]), default=None,
-              help="NPY/TIFF input: angular range.")
+@click.option("--turn", type=click.Choice(["half", "full", "short"]), default=None,
+              help="NPY/TIFF input: angular range (short: fan beam over 180 deg + the fan "
+                   "angle).")
 @click.option("--units", type=click.Choice(["HU", "1/mm"]), default="HU", show_default=True,
               help="NPY/TIFF input: units of the reconstruction (from mu_water = 0.0192/mm).")
 @click.option("--sid", type=float, default=500.0, help="NPY/TIFF fan input: mm.")
@@ -326,7 +378,8 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str | None, sigma_y: float
              device: str, beam: str, image_size: int | None, pixel_size: float,
              detector_spacing: float | None, turn: str | None, units: str, sid: float,
              idd: float, output: Path, iterations: int | None, weight: float | None,
-             steps: int | None, n_samples: int | None, prior: str, seed: int) -> None:
+             steps: int | None, n_samples: int | None, prior: str, seed: int,
+             dicom: tuple[str, ...]) -> None:
     """Reconstruct a CT SINOGRAM (.h5 in medrecon's layout, or .npy/.tif with geometry options)."""
     from medrecon.outputs import output_format
     from medrecon.studies import open_study
@@ -346,24 +399,37 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str | None, sigma_y: float
              "n_samples": n_samples}
     with open_study(sinogram, "ct", geometry=geometry, image_units=units,
                     sigma_y=sigma_y) as study:
-        recon_study(study, method, given, output, prior, seed, torch_device)
+        recon_study(study, method, given, output, prior, seed, torch_device, dicom)
+        if study.facts.get("metrics_region") == "field_of_view":
+            click.echo("metrics computed inside the reference's field of view (its padding "
+                       "and out-of-field pixels excluded)")
 
 
 @recon.command("mri")
 @click.argument("kspace", type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(names("mri")), default="cgsense",
               show_default=True)
-@click.option("--calibration", type=click.IntRange(min=12), default=None,
-              help="ESPIRiT calibration width [default: the mask's fully sampled centre].")
+@click.option("--calibration", type=click.IntRange(min=MIN_CALIBRATION), default=None,
+              help="Coil calibration width: ESPIRiT from 6 lines, low-resolution maps below "
+                   "[default: the mask's fully sampled centre].")
+@click.option("--compress", type=click.IntRange(min=1), default=None,
+              help="Coil compression to this many virtual coils (SVD, per slice) "
+                   "[default: none].")
+@click.option("--prewhiten", type=click.Choice(["auto", "noise", "off"]), default="auto",
+              show_default=True,
+              help="Decorrelate the coils with the noise scan: auto (when the file has "
+                   "one: ISMRMRD), noise (require one), off.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Output: .h5 (fastMRI reconstruction layout), .nii/.nii.gz, .png, or a "
                    "folder for an MR DICOM series.")
 @method_options
-def recon_mri(kspace: Path, method: str, calibration: int | None, device: str, output: Path,
+def recon_mri(kspace: Path, method: str, calibration: int | None, compress: int | None,
+              prewhiten: str, device: str, output: Path,
               iterations: int | None, weight: float | None, steps: int | None,
-              n_samples: int | None, prior: str, seed: int) -> None:
-    """Reconstruct a fastMRI-layout KSPACE file slice by slice (ESPIRiT + SENSE)."""
+              n_samples: int | None, prior: str, seed: int, dicom: tuple[str, ...]) -> None:
+    """Reconstruct a KSPACE file (fastMRI layout or ISMRMRD raw data) slice by slice
+    (coil maps + SENSE)."""
     from medrecon.outputs import output_format
     from medrecon.studies import open_study
 
@@ -371,8 +437,9 @@ def recon_mri(kspace: Path, method: str, calibration: int | None, device: str, o
     torch_device = _device(device)
     given = {"iterations": iterations, "weight": weight, "steps": steps,
              "n_samples": n_samples}
-    with open_study(kspace, "mri", calibration=calibration) as study:
-        recon_study(study, method, given, output, prior, seed, torch_device)
+    with open_study(kspace, "mri", calibration=calibration, compress=compress,
+                    prewhiten=prewhiten) as study:
+        recon_study(study, method, given, output, prior, seed, torch_device, dicom)
 
 
 def _device(name: str):
@@ -482,19 +549,20 @@ def run(protocol: str, inputs: tuple[str, ...], output: Path, overrides: tuple[s
     """
     from medrecon.cohort import CLAIM_TIMEOUT, parse_shard
     from medrecon.protocol import load_protocol
-    from medrecon.run import exit_status, run_protocol
+    from medrecon.run import exit_status, run_protocol, sigterm_as_interrupt
 
     if threads is not None and threads < 1:
         raise InputError(None, "--threads", f"expected at least 1, got {threads}")
     if claim_timeout is not None and not claim_timeout > 0:
         raise InputError(None, "--claim-timeout", f"expected seconds > 0, got {claim_timeout}")
-    summary = run_protocol(load_protocol(protocol, overrides), inputs, output,
-                           overwrite=overwrite, redo_stale=redo_stale,
-                           shard=None if shard is None else parse_shard(shard),
-                           executor=executor, workers=workers, scheduler=scheduler,
-                           threads=threads if threads is not None else (
-                               1 if executor == "dask" else None),
-                           claim_timeout=claim_timeout or CLAIM_TIMEOUT, echo=click.echo)
+    with sigterm_as_interrupt():  # a stop while the protocol loads exits 130 too
+        summary = run_protocol(load_protocol(protocol, overrides), inputs, output,
+                               overwrite=overwrite, redo_stale=redo_stale,
+                               shard=None if shard is None else parse_shard(shard),
+                               executor=executor, workers=workers, scheduler=scheduler,
+                               threads=threads if threads is not None else (
+                                   1 if executor == "dask" else None),
+                               claim_timeout=claim_timeout or CLAIM_TIMEOUT, echo=click.echo)
     if exit_status(summary):
         raise click.exceptions.Exit(exit_status(summary))
 

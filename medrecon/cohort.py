@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from medrecon.data.digest import file_sha256
 from medrecon.errors import InputError
 
 CLAIM_TIMEOUT = 120.0
@@ -143,15 +144,6 @@ class Fingerprint:
                   ("protocol", provenance.get("protocol_hash"), self.protocol_hash),
                   ("prior", prior.get("sha256"), self.prior_sha256))
         return [what for what, before, now in checks if before != now]
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_json_object(path: Path) -> dict | None:

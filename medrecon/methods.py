@@ -263,7 +263,11 @@ def _fbp(task: Task, p: FBPParams, prior, generator):
 
 
 def _zf(task: Task, p: NoParams, prior, generator):
-    return task.problem, {}
+    # a task of non-Cartesian data offers density compensation weights (``density()``,
+    # medrecon.studies.mri); Cartesian and CT tasks have none
+    density = getattr(task, "density", None)
+    weights = density() if density is not None else None
+    return task.problem, ({} if weights is None else {"density": weights})
 
 
 def _cgls(task: Task, p: CGLSParams, prior, generator):

@@ -49,12 +49,17 @@ from typing import Annotated, Any, Literal, NamedTuple, NoReturn, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, ValidationError
 
+from medrecon.data.calibration import MIN_CALIBRATION
 from medrecon.errors import InputError
 from medrecon.methods import METHODS, MODALITIES, names
 
 VERSION = 1
 INPUT_KINDS = {"ct": "sinogram", "mri": "kspace"}
 ACQUISITION_KEYS = {"ct": ("geometry", "views"), "mri": ("trajectory", "coils", "calibration")}
+#: MRI processing options of ``acquisition`` and their defaults; left out of
+#: :meth:`Protocol.to_dict` (and so of the hash) at their default, so that protocols
+#: written before they existed keep their hash
+ACQUISITION_OPTIONS = {"mri": {"compress": None, "prewhiten": "auto"}}
 DEFAULT_PRIOR = "default"
 PRIOR_KINDS = ("medrecon", "adm", "ncsnpp")  # as medrecon.priors.defaults.KINDS (no torch)
 PRIOR_SUFFIXES = (".pt", ".pth")
@@ -122,14 +127,18 @@ class Acquisition(_Model):
     """Expectations checked against each input file; None accepts anything.
 
     CT uses ``geometry`` and ``views``; MRI ``trajectory``, ``coils`` and ``calibration``
-    (the ESPIRiT calibration width; None picks it from the data).
+    (the coil calibration width, at least ``MIN_CALIBRATION``, the same limit as
+    ``recon mri --calibration``; None picks it from the data).
     """
 
     geometry: Literal["parallel", "fan"] | None = None
     views: int | None = Field(None, ge=1)
     trajectory: Literal["cartesian", "radial", "spiral"] | None = None
     coils: int | None = Field(None, ge=1)
-    calibration: int | None = Field(None, ge=6)
+    calibration: int | None = Field(None, ge=MIN_CALIBRATION)
+    compress: int | None = Field(None, ge=1, description="virtual coils; null: none")
+    prewhiten: Literal["auto", "noise", "off"] = Field(
+        "auto", description="with the noise scan: auto (when there is one), noise, off")
 
 
 class SolverSpec(_Model):
@@ -148,15 +157,28 @@ class SolverSpec(_Model):
         super().__setstate__({**state, "__dict__": fields})
 
 
+class DicomIdentity(_Model):
+    """The DICOM study of the outputs of a non-DICOM study (a DICOM-derived one keeps its
+    source's): ``study`` is the key its Study and Frame of Reference UIDs derive from, a
+    template with ``{study}`` (the study's name) and ``{sha256}`` (the input file's);
+    empty: ``{sha256}``. ``patient_id`` (empty: a pseudonymous ID from the key) and
+    ``patient_name`` may use ``{study}`` too (:func:`medrecon.outputs.study_identity`)."""
+
+    study: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+
+
 class Outputs(_Model):
-    """Formats to write, the file-name template (fields ``{study}``, ``{method}``), figure
-    and report."""
+    """Formats to write, the file-name template (fields ``{study}``, ``{method}``), figure,
+    report, and the DICOM study identity of non-DICOM studies (``dicom``)."""
 
     formats: Annotated[tuple[Literal["nifti", "dicom", "hdf5", "npy"], ...],
                        Field(min_length=1, strict=False)] = ("nifti",)
     naming: Annotated[Text, AfterValidator(_naming)] = "{study}"
     figure: bool = True
     report: bool = True
+    dicom: DicomIdentity = DicomIdentity()
 
     def stem(self, study: str, method: str) -> str:
         """The output file stem of a study, named by ``{study}`` and the ``{method}`` that
@@ -193,8 +215,13 @@ class Protocol(_Model):
     def to_dict(self) -> dict[str, Any]:
         """The resolved protocol as plain data: after extends and overrides, defaults filled."""
         data = self.model_dump(exclude={"solver"})
-        data["acquisition"] = {k: data["acquisition"][k] for k in ACQUISITION_KEYS[self.modality]}
+        given = data["acquisition"]
+        data["acquisition"] = {k: given[k] for k in ACQUISITION_KEYS[self.modality]}
+        data["acquisition"].update({k: given[k] for k, default in ACQUISITION_OPTIONS.get(
+            self.modality, {}).items() if given[k] != default})
         data["outputs"]["formats"] = list(self.outputs.formats)
+        if self.outputs.dicom == DicomIdentity():  # the default: protocols keep their hash
+            del data["outputs"]["dicom"]
         solver = {"name": self.solver.name, "params": {  # nested models (adapt) as data
             k: v.model_dump() if isinstance(v, BaseModel) else v
             for k, v in self.solver.params.items()}}
@@ -523,6 +550,10 @@ def _validate(raw: _Raw, source: Path | None) -> Protocol:
     for key in [k for k in ACQUISITION_KEYS[other] if getattr(protocol.acquisition, k) is not None]:
         raw.fail(("acquisition", key), f"only for {other} protocols (this one is {modality}); "
                                        f"expected one of {', '.join(ACQUISITION_KEYS[modality])}")
+    for key, default in ACQUISITION_OPTIONS.get(other, {}).items():
+        if getattr(protocol.acquisition, key) != default:
+            raw.fail(("acquisition", key), f"only for {other} protocols (this one is "
+                                           f"{modality})")
     if modality not in record.modalities:
         raw.fail(("solver", "name"), f"{name} does not reconstruct {modality}; {modality} "
                                      f"solvers: {', '.join(names(modality))}")

@@ -24,11 +24,17 @@ and the protocol's and prior's hashes, and a later run skips it only when all ma
 A study is claimed before it is computed, so any number of runs (shards, machines,
 Dask workers) can share one output folder and each study is computed once; its files
 are written in a staging folder of its own inside the output folder, synced, and
-moved into place when all are complete, the report last. Ctrl-C or SIGTERM removes
-the staging folder of the study under way and stops, leaving finished studies
-intact. A failing study is reported and the rest go on; everything that can be known
-before the first study (the output folder, the inputs and their names, the prior, the
-device, the executor) is checked before any work starts.
+moved into place when all are complete, the report last. Ctrl-C or SIGTERM, in any
+phase of the run, removes the staging folder of the study under way (and kills the
+child opening a study) and stops, leaving finished studies intact.
+
+Isolation (:mod:`medrecon.isolation`): each study's file is first opened and checked in
+a child process, so that a native reader crashing on a corrupt file (HDF5 segfaulting
+on broken metadata) fails that study, naming the file and the signal, and the run goes
+on. A failing study is reported (an unexpected exception with the study, the file and
+the exception's type) and the rest go on; everything that can be known before the first
+study (the output folder, the inputs and their names, the prior, the device, the
+executor) is checked before any work starts.
 """
 
 from __future__ import annotations
@@ -58,7 +64,6 @@ from medrecon.cohort import (
     Fingerprint,
     StudyInput,
     discover,
-    file_sha256,
     in_shard,
     publish,
     read_json_object,
@@ -66,12 +71,14 @@ from medrecon.cohort import (
     write_json_atomic,
 )
 from medrecon.data.atomic import check_output_path
+from medrecon.data.digest import file_sha256
 from medrecon.data.volume import Volume
-from medrecon.errors import InputError, MedreconError
+from medrecon.errors import InputError
 from medrecon.executors import executor_for, worker_device
 from medrecon.figures import Panel, comparison_panels, save_figure
+from medrecon.isolation import failure_line, in_child, one_line, warm_up
 from medrecon.methods import method
-from medrecon.outputs import write_reconstruction
+from medrecon.outputs import study_identity, write_reconstruction
 from medrecon.protocol import Protocol, prior_reference
 from medrecon.studies import Study, StudyResult, open_study
 
@@ -121,12 +128,16 @@ class RunOptions:
     ``overwrite`` recomputes every study; ``redo_stale`` those whose input, protocol or
     prior changed since their report (:class:`medrecon.cohort.Fingerprint`); ``threads``
     sets torch's thread count per process (``None``: torch's default);
-    ``claim_timeout`` is the heartbeat age at which another run's claim expires."""
+    ``claim_timeout`` is the heartbeat age at which another run's claim expires;
+    ``isolate`` opens and checks each study in a child process first
+    (:mod:`medrecon.isolation`), so that a reader crashing on a corrupt file fails that
+    study only."""
 
     overwrite: bool = False
     redo_stale: bool = False
     threads: int | None = None
     claim_timeout: float = CLAIM_TIMEOUT
+    isolate: bool = True
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,14 @@ def prepare_output(outdir: str | os.PathLike[str], *, create: bool = True) -> Pa
 def study_options(protocol: Protocol) -> dict[str, object]:
     """What :func:`medrecon.studies.open_study` needs of the protocol."""
     acquisition = protocol.acquisition
-    return {} if acquisition.calibration is None else {"calibration": acquisition.calibration}
+    if protocol.modality != "mri":
+        return {}
+    options = {} if acquisition.calibration is None else {"calibration": acquisition.calibration}
+    if acquisition.compress is not None:
+        options["compress"] = acquisition.compress
+    if acquisition.prewhiten != "auto":
+        options["prewhiten"] = acquisition.prewhiten
+    return options
 
 
 def open_checked(protocol: Protocol, path: Path) -> Study:
@@ -202,6 +220,12 @@ def open_checked(protocol: Protocol, path: Path) -> Study:
         study.close()
         raise
     return study
+
+
+def validate_study(protocol: Protocol, path: Path) -> None:
+    """Open and check ``path`` as :func:`open_checked` does, and close it: what a child
+    process does first for each study of a run (:func:`medrecon.isolation.in_child`)."""
+    open_checked(protocol, path).close()
 
 
 def reconstruct_study(study: Study, method_name: str, given: Mapping[str, object], *,
@@ -218,24 +242,38 @@ def reconstruct_study(study: Study, method_name: str, given: Mapping[str, object
         raise InputError(None, "method", _one_line(exc)) from None
     result = study.reconstruct(record, params, prior=prior, device=device, generator=generator,
                                label=label)
+    source = study.dicom_source
+    if source is not None:  # the DICOM image it was simulated from: its identity, geometry
+        result = dataclasses.replace(result, volume=source.apply(result.volume),
+                         std=None if result.std is None else source.apply(result.std))
     for warning in result.warnings:
         logger.warning("%s: %s", study.path.name, warning)
     return result
 
 
 # ------------------------------------------------------------------------ outputs
-def write_study(result: StudyResult, protocol: Protocol, stem: str, folder: Path) -> list[str]:
+def write_study(result: StudyResult, protocol: Protocol, stem: str, folder: Path,
+                input_file: Path | None = None, study_name: str | None = None) -> list[str]:
     """Write the reconstruction (and std map) in every format, and the figure, into
-    ``folder``; returns the names written."""
+    ``folder``; returns the names written. ``input_file`` (the study's file, named
+    ``study_name``) gives the DICOM outputs of a study without a DICOM source the study
+    identity of ``outputs.dicom`` (:func:`medrecon.outputs.study_identity`)."""
     names = []
     method = result.method
+    dicom = protocol.outputs.dicom
+    identity = study_identity(input_file, study=dicom.study, patient_id=dicom.patient_id,
+                              patient_name=dicom.patient_name, name=study_name) if (
+        "dicom" in protocol.outputs.formats and input_file is not None) else None
+    where = {"identity": identity}
     for fmt in protocol.outputs.formats:
         name = f"{stem}{SUFFIXES[fmt]}"
-        _write(result.volume, folder / name, fmt, method, result.reference, result.metrics)
+        _write(result.volume, folder / name, fmt, method, result.reference, result.metrics,
+               **where)
         names.append(name)
         if result.std is not None:
             std_name = f"{stem}_std{SUFFIXES[fmt]}"
-            _write(result.std, folder / std_name, fmt, f"{method} std", None, {})
+            _write(result.std, folder / std_name, fmt, f"{method} std", None, {},
+                   parametric=True, **where)
             names.append(std_name)
     if protocol.outputs.figure:
         save_figure(folder / f"{stem}.png", study_panels(result, method),
@@ -245,11 +283,12 @@ def write_study(result: StudyResult, protocol: Protocol, stem: str, folder: Path
 
 
 def _write(volume: Volume, path: Path, fmt: str, method: str, reference: np.ndarray | None,
-           metrics: dict[str, float]) -> None:
+           metrics: dict[str, float], **where) -> None:
     if fmt == "npy":
         np.save(path, volume.array)
         return
-    write_reconstruction(volume, path, method=method, reference=reference, metrics=metrics)
+    write_reconstruction(volume, path, method=method, reference=reference, metrics=metrics,
+                         **where)
 
 
 def study_panels(result: StudyResult, method: str) -> list[Panel]:
@@ -354,7 +393,7 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
                  redo_stale: bool = False, shard: tuple[int, int] | None = None,
                  executor: str = "sequential", workers: int | None = None,
                  scheduler: str | None = None, threads: int | None = None,
-                 claim_timeout: float = CLAIM_TIMEOUT,
+                 claim_timeout: float = CLAIM_TIMEOUT, isolate: bool = True,
                  echo: Callable[[str], None] = logger.info) -> RunSummary:
     """Run ``protocol`` on every study of ``inputs`` (of shard ``(K, N)`` if given) into
     ``outdir`` (module docstring), in this process or on Dask (``executor="dask"``: a
@@ -364,11 +403,27 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
 
     Raises :class:`InputError` before any work for a bad output folder, inputs (two of
     one study name included), prior, device or executor; a failing study is recorded in
-    the summary and the run goes on.
+    the summary and the run goes on. With ``isolate`` (the default) each study's file is
+    first opened and checked in a child process (:mod:`medrecon.isolation`). SIGTERM and
+    SIGINT, whenever they arrive, raise :class:`KeyboardInterrupt` (:class:`Interrupted`)
+    with nothing partial left (the summary is written atomically, or not at all).
     """
+    with sigterm_as_interrupt():  # from the first step to the last: a stop is never lost
+        return _run(protocol, inputs, outdir, overwrite=overwrite, redo_stale=redo_stale,
+                    shard=shard, executor=executor, workers=workers, scheduler=scheduler,
+                    threads=threads, claim_timeout=claim_timeout, isolate=isolate, echo=echo)
+
+
+def _run(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
+         outdir: str | os.PathLike[str], *, overwrite: bool, redo_stale: bool,
+         shard: tuple[int, int] | None, executor: str, workers: int | None,
+         scheduler: str | None, threads: int | None, claim_timeout: float, isolate: bool,
+         echo: Callable[[str], None]) -> RunSummary:
     outdir = prepare_output(outdir, create=False)
     found = discover(inputs, protocol.input.pattern)
     chosen = [study for study in found if in_shard(study.name, shard)]
+    if isolate and chosen and executor == "sequential":
+        warm_up()  # the opening server imports in the background while the prior loads
     device = resolve_device(protocol)
     pool = executor_for(executor, workers=workers, scheduler=scheduler)
     reference = prior_reference(protocol)
@@ -377,7 +432,7 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
         prior, prior_path = load_prior(reference, protocol.modality, device)
         _PRIORS[(reference, protocol.modality, str(device))] = prior, prior_path
         prior_sha256 = None if prior_path is None else file_sha256(prior_path)
-    options = RunOptions(overwrite, redo_stale, threads, claim_timeout)
+    options = RunOptions(overwrite, redo_stale, threads, claim_timeout, isolate)
     jobs = [StudyJob(protocol, study, protocol.outputs.stem(study.name, protocol.solver.name),
                      outdir, f"[{index}/{len(chosen)}] {study.name}", device, reference,
                      prior_path, prior_sha256, options)
@@ -385,16 +440,16 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
     if shard is not None:
         echo(f"shard {shard[0]}/{shard[1]}: {len(jobs)} of {len(found)} studies")
     outcomes: dict[int, StudyOutcome] = {}
-    with sigterm_as_interrupt():
-        # first every study no other run holds; then wait for (or take over) the others
-        for first_pass in (True, False):
-            todo = [i for i, job in enumerate(jobs) if first_pass or outcomes[i].status == "busy"]
-            batch = [dataclasses.replace(jobs[i], wait=not first_pass) for i in todo]
-            for k, outcome in pool.run(process_study, batch, outdir, _lost):
-                check_stop()
-                outcomes[todo[k]] = outcome
-                if outcome.status != "busy":
-                    echo(outcome.line)
+    # first every study no other run holds; then wait for (or take over) the others
+    for first_pass in (True, False):
+        todo = [i for i, job in enumerate(jobs) if first_pass or outcomes[i].status == "busy"]
+        batch = [dataclasses.replace(jobs[i], wait=not first_pass) for i in todo]
+        for k, outcome in pool.run(process_study, batch, outdir, _lost):
+            check_stop()
+            outcomes[todo[k]] = outcome
+            if outcome.status != "busy":
+                echo(outcome.line)
+    check_stop()
     ordered = [outcomes[i] for i in range(len(jobs))]
     if ordered and all(o.unfit for o in ordered):  # nothing could run: bad input
         first = ordered[0].message
@@ -417,6 +472,7 @@ def run_protocol(protocol: Protocol, inputs: Sequence[str | os.PathLike[str]],
         "studies": [{"study": o.study, "input": str(o.input), "status": o.status,
                      "message": o.message, "seconds": round(o.seconds, 3)} for o in ordered],
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    check_stop()
     return summary
 
 
@@ -430,7 +486,17 @@ POLL_SECONDS = 0.5
 def process_study(job: StudyJob) -> StudyOutcome:
     """One study, start to end: skip it if done (same fingerprint), report it stale, or
     claim, compute and publish it; ``busy`` if another live run holds it (with
-    ``job.wait``: wait for that run to finish it, or take it over if that run dies)."""
+    ``job.wait``: wait for that run to finish it, or take it over if that run dies). An
+    unexpected exception anywhere in it is the study's failure, naming the study (in
+    the line), the file and the exception's type; the run goes on."""
+    try:
+        return _process_study(job)
+    except Exception as exc:  # noqa: BLE001 - a failing study must not stop the others
+        logger.debug("study %s failed", job.study.name, exc_info=True)
+        return _outcome(job, "failed", _failure(exc, job.study.path))
+
+
+def _process_study(job: StudyJob) -> StudyOutcome:
     if job.options.threads is not None and torch.get_num_threads() != job.options.threads:
         torch.set_num_threads(job.options.threads)
     try:
@@ -439,10 +505,18 @@ def process_study(job: StudyJob) -> StudyOutcome:
         return _outcome(job, "failed", f"{job.study.path}: cannot read: {exc.strerror}",
                         unfit=True)
     report = job.outdir / report_name(job.protocol, job.stem)
+    isolated = not job.options.isolate
     while True:
         verdict = _verdict(job, report, fingerprint)
         if verdict is not None:
             return verdict
+        if not isolated:  # first in a child, where a crashing reader takes only the child
+            child = in_child(validate_study, job.protocol, job.study.path,
+                             path=job.study.path)
+            check_stop()
+            if not child.ok:
+                return _outcome(job, "failed", child.message, child.seconds, unfit=True)
+            isolated = True
         try:  # a file or acquisition that does not fit fails before the folder is touched
             opened = open_checked(job.protocol, job.study.path)
         except Exception as exc:  # noqa: BLE001 - reported per study
@@ -461,7 +535,7 @@ def process_study(job: StudyJob) -> StudyOutcome:
 
 
 def _lost(job: StudyJob, message: str) -> StudyOutcome:
-    return _outcome(job, "failed", message)
+    return _outcome(job, "failed", f"{job.study.path}: {message}")
 
 
 def _verdict(job: StudyJob, report: Path, fingerprint: Fingerprint) -> StudyOutcome | None:
@@ -499,7 +573,7 @@ def _compute(job: StudyJob, opened: Study, claim: Claim,
                                    prior=prior, device=device, generator=generator,
                                    label=job.label)
         staging.mkdir()
-        names = write_study(result, protocol, stem, staging)
+        names = write_study(result, protocol, stem, staging, job.study.path, job.study.name)
         seconds = time.perf_counter() - start
         report = report_name(protocol, stem)
         write_json_atomic(staging / report, study_report(
@@ -533,17 +607,12 @@ def _prior(job: StudyJob, device: torch.device):
 
 
 def _failure(exc: BaseException, path: Path) -> str:
-    """A study's failure in one line: medrecon's own errors as they are (they name the
-    file and field); anything else with the file and the exception's type, which says
-    more than a bare library message (``KeyError: 'x'``)."""
-    if isinstance(exc, MedreconError):
-        return _one_line(exc)
-    return f"{path}: unexpected {type(exc).__name__}: {_one_line(exc)}"
+    """A study's failure in one line (:func:`medrecon.isolation.failure_line`)."""
+    return failure_line(exc, path)
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return one_line(exc)
 
 
 def _json_default(value: object) -> object:

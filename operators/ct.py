@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from medrecon.errors import DeviceUnavailableError, OperatorShapeError
 from medrecon.operators.base import LinearOperator
-from medrecon.operators.ct_geometry import CTGeometry
+from medrecon.operators.ct_geometry import CTGeometry, fan_angles, short_scan_span
 
 FBP_FILTERS: tuple[str, ...] = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
 CPU_PROJECTORS = {"parallel": ("linear", "line", "strip"), "fan": ("strip_fanflat", "line_fanflat")}
@@ -210,17 +210,26 @@ class CTProjector(LinearOperator):
     def fbp(self, sinogram: torch.Tensor, filter: str = "ram-lak") -> torch.Tensor:
         """Filtered back projection (ASTRA's FBP), a pseudo-inverse of this operator.
 
-        Parallel beam uses ASTRA's ``FBP`` (CPU) or ``FBP_CUDA``; fan beam uses
-        ``FBP_CUDA`` natively on CUDA, and on CPU (where ASTRA has no fan-beam FBP)
-        rebins the fan data to parallel beam (:func:`rebin_fan_to_parallel`, needs a
-        full turn) and applies the parallel FBP.
+        Parallel beam uses ASTRA's ``FBP`` (CPU) or ``FBP_CUDA``; a full-turn fan beam
+        uses ``FBP_CUDA`` natively on CUDA, and on CPU (where ASTRA has no fan-beam FBP)
+        or for a short scan
+        rebins the fan data to parallel beam (:func:`rebin_fan_to_parallel`: a full
+        turn, or a Parker-weighted short scan) and applies the parallel FBP. A scan that
+        fan-beam FBP cannot reconstruct (:func:`fan_fbp_support`) raises ``ValueError``
+        before any work.
         """
         if filter not in FBP_FILTERS:
             raise ValueError(f"FBP filter must be one of {FBP_FILTERS}, got {filter!r}")
         self._check(sinogram, self.range_shape, self.dtype, "sinogram")
         g = self.geometry
+        why = fan_fbp_support(g)
+        if why is not None:
+            raise ValueError(why)
         sino = sinogram.detach().to(torch.float32)
-        if g.beam == "fan" and self.device.type == "cpu":
+        full_turn = g.beam == "fan" and g.n_views * float(
+            g.angles_array[1] - g.angles_array[0]) >= 2 * math.pi - 1e-6
+        if g.beam == "fan" and (self.device.type == "cpu" or not full_turn):
+            # CPU fan beam, and short scans on CUDA too: Parker-weighted rebinning
             sino, g = rebin_fan_to_parallel(sino, g)
         batch = sino.shape[:-2]
         flat = sino.reshape(-1, *sino.shape[-2:]).cpu().numpy()
@@ -254,45 +263,115 @@ def _astra_fbp(sino: np.ndarray, g: CTGeometry, filter: str, cuda: bool) -> np.n
             astra.projector.delete(projector_id)
 
 
+def fan_fbp_support(g: CTGeometry) -> str | None:
+    """Why fan-beam FBP cannot reconstruct this scan, or ``None`` when it can: it needs
+    equally spaced increasing views over a full turn, or over a short scan of at least
+    ``180 deg + fan angle`` (:func:`short_scan_span`), Parker-weighted."""
+    if g.beam != "fan":
+        return None
+    angles = g.angles_array
+    if g.n_views < 2:
+        return "fan-beam FBP needs at least 2 views"
+    step = float(angles[1] - angles[0])
+    if not step > 0 or not np.allclose(np.diff(angles), step, atol=1e-6 * step, rtol=0):
+        return ("fan-beam FBP needs equally spaced increasing views; use cgls, sirt or tv "
+                "for this scan")
+    if g.n_views * step > 2 * math.pi + 1e-6 * step:
+        return (f"fan-beam FBP takes at most one turn; the views cover "
+                f"{math.degrees(g.n_views * step):.1f} deg")
+    if g.n_views * step >= 2 * math.pi - 1e-6 * step:
+        return None
+    need = short_scan_span(g)
+    covered = (g.n_views - 1) * step
+    if covered < need - 1e-6:
+        return (f"fan-beam FBP needs a full turn or a short scan of at least 180 deg + the "
+                f"fan angle ({math.degrees(need):.1f} deg between the first and last view); "
+                f"this scan covers {math.degrees(covered):.1f} deg: use cgls, sirt or tv")
+    return None
+
+
+def parker_weights(g: CTGeometry) -> np.ndarray:
+    """Parker's short-scan weights ``w(beta, gamma)`` ``(views, detectors)``.
+
+    Parker (1982), "Optimal short scan convolution reconstruction for fan beam CT",
+    Med. Phys. 9(2):254-257, eq. (12), with ``beta`` the source angle from the first
+    view, ``gamma`` the ray's fan angle (:func:`fan_angles`) and ``delta`` half the
+    over-scan, ``(beta_last - pi) / 2`` (at least the half fan angle)::
+
+        w = sin^2(pi/4 beta / (delta + gamma))              0 <= beta <= 2 delta + 2 gamma
+        w = 1                                2 delta + 2 gamma <= beta <= pi + 2 gamma
+        w = sin^2(pi/4 (pi + 2 delta - beta) / (delta - gamma))  pi + 2 gamma <= beta
+
+    Parker's ``gamma`` has the opposite sign of this geometry's (here a parallel ray at
+    ``theta`` is the fan ray ``beta = theta + gamma``), so his ``-gamma`` appears as
+    ``+gamma``. Conjugate rays ``(beta, gamma)`` and ``(beta + pi - 2 gamma, -gamma)``
+    have weights summing to 1, and the weights are smooth, which avoids streaks.
+    """
+    gamma, _ = fan_angles(g)
+    angles = g.angles_array
+    beta = (angles - angles[0])[:, None]
+    delta = max((float(beta[-1, 0]) - math.pi) / 2, 1e-12)
+    gamma = np.clip(gamma, -delta + 1e-12, delta - 1e-12)[None, :]
+    rise = np.sin(np.pi / 4 * np.clip(beta / (delta + gamma), 0, 2)) ** 2
+    fall = np.sin(np.pi / 4 * np.clip((np.pi + 2 * delta - beta) / (delta - gamma), 0, 2)) ** 2
+    w = np.ones(np.broadcast_shapes(beta.shape, gamma.shape))
+    w = np.where(beta < 2 * delta + 2 * gamma, rise, w)
+    w = np.where(beta > np.pi + 2 * gamma, fall, w)
+    return w
+
+
 def rebin_fan_to_parallel(sinogram: torch.Tensor, g: CTGeometry,
                           n_angles: int | None = None) -> tuple[torch.Tensor, CTGeometry]:
-    """Resample a full-turn flat-detector fan-beam sinogram to parallel beam.
+    """Resample a flat-detector fan-beam sinogram (a full turn or a short scan) to
+    parallel beam over a half turn.
 
     A parallel ray at angle ``theta`` and offset ``s`` is the fan ray from source
     angle ``beta = theta + gamma`` at fan angle ``gamma = asin(s / R)``, which hits
-    the flat detector at ``u = (R + D) tan(gamma)``; values are interpolated
-    bilinearly (periodic in ``beta``). Returns the parallel sinogram over a half
-    turn and its geometry (detector pitch = fan pitch / magnification).
+    the flat detector at ``u = (R + D) tan(gamma)``, and again the conjugate fan ray
+    ``(beta + pi - 2 gamma, -gamma)``. The fan data are weighted (a full turn: 1/2 per
+    ray; a short scan: Parker's weights, :func:`parker_weights`), interpolated
+    bilinearly at both rays (periodic in ``beta`` for a full turn, zero outside a short
+    scan) and summed. Returns the parallel sinogram and its geometry (detector pitch =
+    fan pitch / magnification). Raises ``ValueError`` for a scan it cannot rebin
+    (:func:`fan_fbp_support`).
     """
     if g.beam != "fan":
         raise ValueError("rebinning needs a fan-beam geometry")
+    why = fan_fbp_support(g)
+    if why is not None:
+        raise ValueError(why)
     angles = g.angles_array
-    step = 2 * math.pi / g.n_views
-    if not np.allclose(np.diff(angles), step, atol=1e-6 * step) or g.angular_coverage < \
-            2 * math.pi - 1e-6:
-        raise ValueError("fan-beam FBP on the CPU rebins to parallel beam and needs equally "
-                         "spaced views over a full turn; use cgls, sirt or tv for this scan")
+    step = float(angles[1] - angles[0])
+    full = g.n_views * step >= 2 * math.pi - 1e-6 * step
     n_angles = n_angles or g.n_views
     R, D = g.source_to_isocenter, g.isocenter_to_detector
     spacing = g.detector_spacing / g.magnification
     parallel = CTGeometry.parallel(g.image_shape, n_angles, n_detectors=g.n_detectors,
                                    pixel_size=g.pixel_size, detector_spacing=spacing)
+    weights = np.full(g.sinogram_shape, 0.5) if full else parker_weights(g)
+    weighted = sinogram * torch.as_tensor(weights, dtype=sinogram.dtype,
+                                          device=sinogram.device)
     theta = torch.as_tensor(parallel.angles_array, dtype=torch.float64)
     s = (torch.arange(g.n_detectors, dtype=torch.float64) - (g.n_detectors - 1) / 2) * spacing
     gamma = torch.asin((s / R).clamp(-1, 1))
-    beta = (theta[:, None] + gamma[None, :] - angles[0]) % (2 * math.pi)
-    u = (R + D) * torch.tan(gamma)[None, :].expand_as(beta)
-    # Fractional indices: detector cell centres at (k - (n-1)/2) * pitch; views periodic.
-    det_index = u / g.detector_spacing + (g.n_detectors - 1) / 2
-    view_index = beta / step
     batch = sinogram.shape[:-2]
-    flat = sinogram.reshape(-1, 1, *sinogram.shape[-2:])
-    padded = torch.cat([flat, flat[..., :1, :]], dim=-2)  # wrap the first view after the last
-    grid_x = 2 * det_index / (g.n_detectors - 1) - 1
-    grid_y = 2 * view_index / g.n_views - 1
-    grid = torch.stack([grid_x, grid_y], -1).to(sinogram.device, sinogram.dtype)
-    out = F.grid_sample(padded, grid[None].expand(flat.shape[0], -1, -1, -1),
-                        mode="bilinear", padding_mode="zeros", align_corners=True)
+    flat = weighted.reshape(-1, 1, *sinogram.shape[-2:])
+    # one more view after the last: the first again (a full turn), or nothing (short scan)
+    after = flat[..., :1, :] if full else torch.zeros_like(flat[..., :1, :])
+    padded = torch.cat([flat, after], dim=-2)
+    out = 0
+    for sign, turn in ((1.0, 0.0), (-1.0, math.pi)):  # the ray and its conjugate
+        g_ray = sign * gamma
+        beta = (theta[:, None] + turn + g_ray[None, :] - angles[0]) % (2 * math.pi)
+        u = (R + D) * torch.tan(g_ray)[None, :].expand_as(beta)
+        # fractional indices: detector cell centres at (k - (n-1)/2) * pitch
+        det_index = u / g.detector_spacing + (g.n_detectors - 1) / 2
+        view_index = beta / step
+        grid_x = 2 * det_index / (g.n_detectors - 1) - 1 if g.n_detectors > 1 else 0 * u
+        grid_y = 2 * view_index / g.n_views - 1
+        grid = torch.stack([grid_x, grid_y], -1).to(sinogram.device, sinogram.dtype)
+        out = out + F.grid_sample(padded, grid[None].expand(flat.shape[0], -1, -1, -1),
+                                  mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.reshape(*batch, *parallel.sinogram_shape), parallel
 
 

@@ -140,8 +140,11 @@ class CTGeometry:
             detector_spacing: float | None = None) -> CTGeometry:
         """Flat-detector fan beam; by default a full turn, a detector pitch of the
         pixel size times the magnification, and a detector wide enough for the
-        circle around the image."""
-        angles = _angles(n_views, angles, turn)
+        circle around the image. ``turn="short"`` spreads the views from 0 to
+        ``pi + 2 delta`` (:func:`short_scan_span`), the least range that filtered
+        back-projection with Parker's weights reconstructs."""
+        short = turn == "short"
+        angles = _angles(n_views, angles, "full" if short else turn)
         source_to_isocenter = _length("source_to_isocenter", source_to_isocenter)
         isocenter_to_detector = _length("isocenter_to_detector", isocenter_to_detector)
         pixel_size = _length("pixel_size", pixel_size)
@@ -160,8 +163,15 @@ class CTGeometry:
             half_fan = math.asin(radius / source_to_isocenter)
             half_width = (source_to_isocenter + isocenter_to_detector) * math.tan(half_fan)
             n_detectors = int(math.ceil(2 * half_width / spacing)) + 3
-        return cls("fan", tuple(image_shape), angles, n_detectors, pixel_size, spacing,
-                   source_to_isocenter, isocenter_to_detector)
+        geometry = cls("fan", tuple(image_shape), angles, n_detectors, pixel_size, spacing,
+                       source_to_isocenter, isocenter_to_detector)
+        if short:  # first to last view over pi + the fan angle (Parker's short scan)
+            count = len(angles)
+            if count < 2:
+                raise ValueError("a short scan needs at least 2 views")
+            span = short_scan_span(geometry)
+            geometry = geometry.with_angles(np.linspace(0.0, span, count))
+        return geometry
 
     # -- derived quantities ----------------------------------------------------
     @property
@@ -235,6 +245,25 @@ class CTGeometry:
             if str(exc).startswith("geometry field"):
                 raise
             raise ValueError(f"geometry: {exc}") from None
+
+
+def fan_angles(g: CTGeometry) -> tuple[np.ndarray, float]:
+    """The fan angle ``gamma`` (radians) of each detector cell's centre ray,
+    ``atan(u / (R + D))`` at detector offset ``u``, and the half fan angle that matters:
+    that of the circle around the image (``asin(r / R)``) or of the detector, whichever
+    is smaller."""
+    R, D = g.source_to_isocenter, g.isocenter_to_detector
+    u = (np.arange(g.n_detectors) - (g.n_detectors - 1) / 2) * g.detector_spacing
+    gamma = np.arctan(u / (R + D))
+    detector_half = math.atan((g.n_detectors / 2) * g.detector_spacing / (R + D))
+    image_half = math.asin(min(g.field_of_view_radius / R, 1.0))
+    return gamma, min(detector_half, image_half)
+
+
+def short_scan_span(g: CTGeometry) -> float:
+    """The least source-angle range (radians) between a short scan's first and last
+    view: ``pi + 2 delta``, with ``delta`` the half fan angle (:func:`fan_angles`)."""
+    return math.pi + 2 * fan_angles(g)[1]
 
 
 def _angles(n_views: int | None, angles, turn: str) -> tuple[float, ...]:

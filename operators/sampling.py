@@ -14,10 +14,14 @@ index ``W//2`` (columns) and ``(H//2, W//2)`` (2D):
 - :func:`poisson_mask`: a 2D variable-density Poisson-disc mask (SigPy's
   ``sigpy.mri.poisson``).
 
-Randomness: both 1D masks draw from ``numpy.random.default_rng(seed)``: the same seed
-gives the same mask on every machine, different seeds give independent masks, and no
-global random state is touched. They follow fastMRI's rules but not its random stream
-(fastMRI uses a legacy ``RandomState``), so a seed does not reproduce fastMRI's mask.
+Randomness: both 1D masks reproduce fastMRI's random stream (fastmri 0.3.0,
+``MaskFunc.__call__(shape, seed=seed)`` with one centre fraction and one acceleration):
+a private legacy ``numpy.random.RandomState(seed)`` (an ``int`` or a sequence of ints,
+as fastMRI's data transforms pass ``tuple(map(ord, fname))``) first draws the setting
+(``randint(1)``, which consumes nothing), then ``uniform(size=width)`` (random) or the
+offset ``randint(0, round(a))`` (equispaced). The same seed and settings give the
+fastMRI package's mask bit for bit (checked against masks stored from the package in
+``tests/data/fastmri_masks.json``), and no global random state is touched.
 
 Trajectories are in torchkbnufft's units, radians per pixel in ``[-pi, pi]``, as a
 ``float64`` tensor ``ktraj`` of shape ``(2, K)``; row ``d`` is the frequency along image
@@ -45,6 +49,9 @@ import numpy as np
 import sigpy.mri
 import torch
 from sigpy.mri.samp import _poisson as _sigpy_poisson
+
+Seed = int | Sequence[int]
+"""A mask seed: an integer or a sequence of integers (fastMRI's ``RandomState`` seeds)."""
 
 
 def _positive_int(value: int, name: str) -> int:
@@ -80,8 +87,22 @@ def _with_centre(mask: np.ndarray, n_low: int) -> torch.Tensor:
     return torch.from_numpy(mask.astype(np.float32))
 
 
+def _fastmri_stream(seed: Seed) -> np.random.RandomState:
+    """fastMRI's generator after ``choose_acceleration`` with one setting: a legacy
+    ``RandomState(seed)`` (``rng.randint(1)`` there returns 0 without a draw; it is
+    called here all the same so that the stream is theirs by construction)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer, Sequence)):
+        raise ValueError(f"seed must be an integer or a sequence of integers, got {seed!r}")
+    try:
+        rng = np.random.RandomState(seed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"seed {seed!r} is not a valid fastMRI seed ({exc})") from None
+    rng.randint(1)
+    return rng
+
+
 def random_mask(width: int, acceleration: float, center_fraction: float,
-                seed: int) -> torch.Tensor:
+                seed: Seed) -> torch.Tensor:
     """fastMRI's ``RandomMaskFunc`` column mask, shape ``(width,)``.
 
     Besides the ``n_low`` centre columns, each column is drawn independently with
@@ -90,11 +111,11 @@ def random_mask(width: int, acceleration: float, center_fraction: float,
     """
     n_low = _centre_columns(width, acceleration, center_fraction)
     prob = (width / acceleration - n_low) / (width - n_low)
-    mask = np.random.default_rng(seed).uniform(size=width) < prob
+    mask = _fastmri_stream(seed).uniform(size=width) < prob
     return _with_centre(mask, n_low)
 
 
-def equispaced_mask(width: int, acceleration: float, center_fraction: float, seed: int,
+def equispaced_mask(width: int, acceleration: float, center_fraction: float, seed: Seed,
                     offset: int | None = None) -> torch.Tensor:
     """fastMRI's ``EquispacedMaskFractionFunc`` column mask, shape ``(width,)``.
 
@@ -105,12 +126,13 @@ def equispaced_mask(width: int, acceleration: float, center_fraction: float, see
 
     which makes ``n_low + (width - n_low) / a = width / acceleration``: the total matches
     the target up to rounding and overlap with the centre. ``offset`` (default: drawn
-    uniformly from ``0 .. round(a) - 1`` with the seed) shifts the pattern.
+    uniformly from ``0 .. round(a) - 1`` with the seed, fastMRI's draw) shifts the
+    pattern.
     """
     n_low = _centre_columns(width, acceleration, center_fraction)
     spacing = acceleration * (n_low - width) / (n_low * acceleration - width)
     if offset is None:
-        offset = int(np.random.default_rng(seed).integers(0, round(spacing)))
+        offset = int(_fastmri_stream(seed).randint(0, high=round(spacing)))
     elif not 0 <= offset < width:
         raise ValueError(f"offset must lie in [0, {width}), got {offset}")
     mask = np.zeros(width, dtype=bool)

@@ -7,6 +7,9 @@ import torch
 
 from medrecon.operators.ct import cuda_available
 
+#: scripts that made the stored test data (run by hand with other packages, not tests)
+collect_ignore_glob = ["data/*.py"]
+
 DEVICES = ["cpu"] + (["cuda"] if cuda_available() else [])
 
 

@@ -75,3 +75,19 @@ def test_zero_division_error_unet_norm_groups():
         UNetConfig(norm_groups=0)
     with pytest.raises(ValueError, match="channels"):
         UNetConfig(channels=(0, 16), attention_levels=(False, False))
+
+
+def test_value_error_fan_fbp_on_unequal_views(tmp_path):
+    """Found by test_generated_sinogram: a fan-beam sinogram whose angles are all zero,
+    reconstructed with FBP, raised ``ValueError`` (a traceback) instead of one line."""
+    from medrecon.studies import open_study
+
+    g = CTGeometry.fan((16, 16), 8, source_to_isocenter=60.0, isocenter_to_detector=40.0)
+    path = write_sinogram(Sinogram(np.zeros((1, *g.sinogram_shape), np.float32), g, "HU"),
+                          tmp_path / "fan.h5")
+    _edit(path, lambda f: f.__setitem__("angles", np.zeros(8)) if "angles" not in f
+          else f["angles"].__setitem__(slice(None), np.zeros(8)))
+    from medrecon.run import reconstruct_study
+
+    with pytest.raises(InputError, match="angles|views"), open_study(path, "ct") as study:
+        reconstruct_study(study, "fbp", {})

@@ -21,6 +21,7 @@ from medrecon import cohort
 from medrecon import run as runner
 from medrecon.cli import EXIT_BAD_INPUT, main
 from medrecon.cohort import Claim, Fingerprint, discover, in_shard, parse_shard
+from medrecon.data.digest import file_sha256
 from medrecon.errors import InputError
 from medrecon.protocol import load_protocol
 
@@ -97,7 +98,7 @@ def test_a_second_site_with_the_same_names_is_stale_not_skipped(capsys, tmp_path
     assert code == 0 and "1 done" in stdout
     report = json.loads((out / "scan1_fbp.json").read_text())
     assert report["input"]["path"] == str((b / "scan1.h5").resolve())
-    assert report["input"]["sha256"] == cohort.file_sha256(scans[2])
+    assert report["input"]["sha256"] == file_sha256(scans[2])
     # the same input and protocol again: skipped, and nothing rewritten
     after = _snapshot(out)
     code, stdout, _ = cli(capsys, "run", "ct-sparse-fbp", b, "-o", out)
@@ -193,8 +194,8 @@ def test_a_taken_over_run_does_not_publish(capsys, tmp_path, scans, monkeypatch)
     """A run thought dead (its claim expired and taken) finds out before publishing."""
     real = runner.write_study
 
-    def taken_meanwhile(result, protocol, stem, folder):
-        names = real(result, protocol, stem, folder)
+    def taken_meanwhile(result, protocol, stem, folder, *where):
+        names = real(result, protocol, stem, folder, *where)
         path = cohort.claim_path(folder.parent, stem)
         path.write_text(json.dumps({"token": "other", "host": "x", "pid": 1}))
         return names

@@ -3,7 +3,9 @@ trajectories, and SigPy's units."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +222,76 @@ def test_spiral_trajectory_fills_the_disc_in_radians():
 def test_bad_spiral_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         spiral_trajectory(**kwargs)
+
+
+# -- fastMRI's random stream (issue 14) ----------------------------------------------
+FASTMRI_MASKS = Path(__file__).parent / "data" / "fastmri_masks.json"
+MASK_KINDS = {"random": random_mask, "equispaced_fraction": equispaced_mask}
+
+
+def _stored_masks() -> list[dict]:
+    return json.loads(FASTMRI_MASKS.read_text())["masks"]
+
+
+def test_masks_match_the_fastmri_package_bit_for_bit():
+    """Masks stored once from fastmri 0.3.0 (tests/data/make_fastmri_masks.py): 20 seeds
+    for each of 6 settings and both mask functions, all reproduced exactly."""
+    stored = _stored_masks()
+    assert len(stored) == 240 and {m["seed"] for m in stored} == set(range(20))
+    for entry in stored:
+        mask = MASK_KINDS[entry["kind"]](entry["width"], entry["acceleration"],
+                                         entry["center_fraction"], seed=entry["seed"])
+        expected = np.array([int(c) for c in entry["columns"]], dtype=np.float32)
+        assert np.array_equal(mask.numpy(), expected), entry
+
+
+def test_seed_zero_gives_fastmris_95_columns():
+    # the issue: 89 columns here, 95 in fastmri.data.subsample.RandomMaskFunc([0.08], [4])
+    assert int(random_mask(368, 4, 0.08, seed=0).sum()) == 95
+
+
+def _fastmri_reimplemented(kind: str, width: int, acceleration: float, center_fraction: float,
+                           seed) -> np.ndarray:
+    """fastmri.data.subsample (v0.3.0) as documented: MaskFunc.__call__ reseeds a legacy
+    RandomState, choose_acceleration draws randint(len(center_fractions)), then
+    RandomMaskFunc draws uniform(size=num_cols) < prob and EquispacedMaskFractionFunc an
+    offset randint(0, round(adjusted_accel)) and samples around(arange(offset, num_cols - 1,
+    adjusted_accel))."""
+    rng = np.random.RandomState(seed)
+    rng.randint(1)
+    n_low = round(width * center_fraction)
+    centre = np.zeros(width, dtype=np.float32)
+    pad = (width - n_low + 1) // 2
+    centre[pad:pad + n_low] = 1
+    if kind == "random":
+        prob = (width / acceleration - n_low) / (width - n_low)
+        accel = (rng.uniform(size=width) < prob).astype(np.float32)
+    else:
+        adjusted = acceleration * (n_low - width) / (n_low * acceleration - width)
+        offset = rng.randint(0, high=round(adjusted))
+        accel = np.zeros(width, dtype=np.float32)
+        accel[np.around(np.arange(offset, width - 1, adjusted)).astype(np.uint)] = 1
+    return np.maximum(centre, accel)
+
+
+@pytest.mark.parametrize("kind", sorted(MASK_KINDS))
+def test_masks_match_fastmris_documented_algorithm_for_tuple_seeds(kind):
+    # fastMRI's data transforms seed with tuple(map(ord, fname))
+    for name in ("file1000001.h5", "file_brain_AXT2_200_2000019.h5"):
+        seed = tuple(map(ord, name))
+        mask = MASK_KINDS[kind](320, 4, 0.08, seed=seed)
+        assert np.array_equal(mask.numpy(), _fastmri_reimplemented(kind, 320, 4, 0.08, seed))
+
+
+def test_masks_leave_numpys_global_state_alone():
+    np.random.seed(123)  # noqa: NPY002 (the legacy global state is what is checked)
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    random_mask(256, 8, 0.04, seed=3)
+    equispaced_mask(256, 8, 0.04, seed=3)
+    assert np.array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+
+
+def test_fastmri_r8_centre_at_width_256_is_10_lines():
+    mask = random_mask(256, 8, 0.04, seed=0)
+    assert bool(mask[_centre(256, 0.04)].all()) and _centre(256, 0.04).stop - \
+        _centre(256, 0.04).start == 10

@@ -24,9 +24,11 @@ CT, :data:`~medrecon.priors.adm.ADM_DDS_FASTMRI320` for MRI); ``ncsnpp:`` needs 
 The channels must fit the modality: one (real) for CT, two (complex) for MRI.
 
 Retrain an embedded default with ``python -m medrecon.priors.defaults ct`` (or
-``mri``): the recipe is :data:`medrecon.data.priors.RECIPES`; the full checkpoint
-(with the optimiser, for resuming) goes to ``--work``, and the weights-only export
-replaces the shipped ``ct.pt`` / ``mri.pt`` unless ``--output`` names another file.
+``mri``): the recipe is :data:`medrecon.data.priors.RECIPES`, trained stage by stage
+(:func:`recipe_stages`: a ``finetune`` stage starts from the previous stage's export;
+``--init PATH`` starts it from a given checkpoint instead); the full checkpoints (with
+the optimiser, for resuming) go to ``--work``, and the weights-only export replaces the
+shipped ``ct.pt`` / ``mri.pt`` unless ``--output`` names another file.
 """
 
 from __future__ import annotations
@@ -144,33 +146,39 @@ def _architecture(kind: str, path: Path, modality: str):
 
 def main(argv: list[str] | None = None) -> None:
     """Retrain an embedded default prior from its recipe (see the module docstring)."""
-    from medrecon.priors.checkpoint import export_prior, read_checkpoint
-    from medrecon.priors.datasets import load_training_set
-    from medrecon.priors.training import TrainConfig, train_prior
+    from medrecon.priors.checkpoint import export_prior
 
     parser = argparse.ArgumentParser(prog="python -m medrecon.priors.defaults",
                                      description="Retrain an embedded default prior from "
                                      "its recipe (medrecon.data.priors.RECIPES).")
     parser.add_argument("modality", choices=sorted(RECIPES))
     parser.add_argument("--work", type=Path, default=Path("prior-training"),
-                        help="folder for the full checkpoint and its loss curve")
+                        help="folder for the full checkpoints and their loss curves")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=None,
-                        help="override the recipe's steps (to train in parts: resumes)")
+                        help="override the last stage's steps (to train in parts: resumes)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="a recipe with a fine-tuning stage: start it from this "
+                        "checkpoint instead of training the first stage")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    recipe = dict(RECIPES[args.modality])
-    data = load_training_set(recipe.pop("data"), modality=args.modality, crop=recipe["crop"])
+    stages = recipe_stages(args.modality)
+    if args.init is not None and len(stages) == 1:
+        raise InputError(None, "--init", f"the {args.modality} recipe has no fine-tuning stage")
     if args.steps is not None:
-        recipe["steps"] = args.steps
-    config = TrainConfig(**recipe, checkpoint_every=500, log_every=100)
+        stages[-1]["steps"] = args.steps
     args.work.mkdir(parents=True, exist_ok=True)
-    full = args.work / f"{args.modality}_full.pt"
-    done = read_checkpoint(full).step if full.is_file() else 0
-    if done < config.steps:
-        train_prior(data, full, config, device=args.device,
-                    resume=full if full.is_file() else None)
+    init = args.init
+    for index, stage in enumerate(stages):
+        name = args.modality if index == 0 else f"{args.modality}_finetune"
+        if index == 0 and init is not None:
+            continue  # the first stage's export is given
+        full = _train_stage(stage, args.modality, args.work / f"{name}_full.pt", init,
+                            args.device)
+        if index < len(stages) - 1:
+            init = args.work / f"{name}.pt"
+            export_prior(full, init)
     output = args.output
     if output is None:
         import medrecon.data.priors as assets
@@ -178,6 +186,36 @@ def main(argv: list[str] | None = None) -> None:
         output = Path(assets.__file__).with_name(DEFAULT_PRIORS[args.modality])
     export_prior(full, output)
     logging.info("wrote %s", output)
+
+
+def recipe_stages(modality: str) -> list[dict[str, object]]:
+    """The training stages of ``modality``'s recipe (:data:`~medrecon.data.priors.RECIPES`):
+    the recipe without its ``finetune`` entry, then, where there is one, the recipe with
+    that entry's values.
+
+    >>> [(s["steps"], s["lr"]) for s in recipe_stages("ct")]
+    [(6000, 0.0004), (2000, 0.0001)]
+    """
+    recipe = dict(RECIPES[modality])
+    finetune = recipe.pop("finetune", None)
+    return [recipe] if finetune is None else [recipe, {**recipe, **finetune}]
+
+
+def _train_stage(stage: dict[str, object], modality: str, full: Path, init: Path | None,
+                 device: str) -> Path:
+    """Train (or resume) one stage into the full checkpoint ``full``; returns it."""
+    from medrecon.priors.checkpoint import read_checkpoint
+    from medrecon.priors.datasets import load_training_set
+    from medrecon.priors.training import TrainConfig, train_prior
+
+    stage = dict(stage)
+    data = load_training_set(stage.pop("data"), modality=modality, crop=stage["crop"])
+    config = TrainConfig(**stage, checkpoint_every=250, log_every=100)
+    done = read_checkpoint(full).step if full.is_file() else 0
+    if done < config.steps:
+        train_prior(data, full, config, device=device,
+                    resume=full if full.is_file() else None, init=init)
+    return full
 
 
 if __name__ == "__main__":

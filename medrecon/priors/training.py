@@ -44,7 +44,6 @@ again and must then be the same file).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -56,6 +55,7 @@ from pathlib import Path
 import torch
 
 from medrecon.data.atomic import atomic_file, check_output_path
+from medrecon.data.digest import file_sha256
 from medrecon.data.priors import default_prior_path
 from medrecon.errors import InputError
 from medrecon.priors.checkpoint import (
@@ -221,15 +221,7 @@ def read_init(reference: str | os.PathLike[str], modality: str) -> InitPrior:
         raise InputError(path, "metadata.modality", f"{names[found]} cannot be fine-tuned on "
                          f"{modality.upper()} images (--modality {modality})")
     build_network(path, checkpoint)  # the weights fit the recorded architecture
-    return InitPrior(text, path, _sha256(path), checkpoint)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return InitPrior(text, path, file_sha256(path), checkpoint)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -197,6 +197,13 @@ class Study(ABC):
     def facts(self) -> dict[str, Any]:
         """The acquisition as the file describes it (for reports and checks)."""
 
+    @property
+    def dicom_source(self) -> Any:
+        """The DICOM source the measurement file carries
+        (:class:`medrecon.data.dicom_source.DicomSource`: ``medrecon simulate`` from DICOM
+        keeps it), read when the file was opened; ``None`` without one."""
+        return None
+
     @abstractmethod
     def check(self, acquisition: Any) -> None:
         """Raise :class:`InputError` naming the file and ``acquisition.FIELD`` where the

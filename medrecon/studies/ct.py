@@ -43,16 +43,31 @@ def centred_volume(image: np.ndarray, geometry: CTGeometry, units: str) -> Volum
                   modality="CT", units=units)
 
 
-def image_metrics(image: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """PSNR and SSIM with data range = max - min of the reference, and NMSE."""
+METRICS_REGION = "field_of_view"
+"""``facts["metrics_region"]`` of a study whose metrics are computed inside the
+reference's field of view (:attr:`medrecon.data.sinogram.Sinogram.field_of_view`)."""
+
+
+def image_metrics(image: np.ndarray, reference: np.ndarray,
+                  mask: np.ndarray | None = None) -> dict[str, float]:
+    """PSNR and SSIM with data range = max - min of the reference, and NMSE.
+
+    With ``mask`` (bool, the reference's shape: a scanner's field of view) all three
+    are computed inside it, the data range too: the squared errors and NMSE over its
+    pixels, SSIM (Wang et al. 2004) over the 7x7 windows wholly inside it
+    (:mod:`medrecon.metrics`). Padding outside a field of view is not tissue and must
+    not count (it would inflate the data range, and with it PSNR and SSIM).
+    """
     from medrecon.metrics import nmse, psnr, ssim
 
     x = torch.as_tensor(np.asarray(image, dtype=np.float64)).reshape(-1, *image.shape[-2:])
     ref = torch.as_tensor(np.asarray(reference, dtype=np.float64)).reshape(x.shape)
-    data_range = float(ref.max() - ref.min())
-    return {"psnr": float(psnr(x, ref, data_range=data_range)),
-            "ssim": float(ssim(x, ref, data_range=data_range)),
-            "nmse": float(nmse(x, ref))}
+    m = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool)).reshape(x.shape)
+    inside = ref if m is None else ref[m]
+    data_range = float(inside.max() - inside.min())
+    return {"psnr": float(psnr(x, ref, data_range=data_range, mask=m)),
+            "ssim": float(ssim(x, ref, data_range=data_range, mask=m)),
+            "nmse": float(nmse(x, ref, mask=m))}
 
 
 def sinogram_noise(sinogram: Sinogram) -> float:
@@ -104,8 +119,13 @@ class CTTask(BaseTask):
 
     def baseline_image(self) -> torch.Tensor | None:
         """Filtered back-projection (ram-lak), computed once; ``None`` for an operator
-        without one."""
-        if self._baseline is None and hasattr(self.problem.operator, "fbp"):
+        without one or a scan it cannot reconstruct (:func:`fan_fbp_support`)."""
+        from medrecon.operators.ct import fan_fbp_support
+
+        operator = self.problem.operator
+        geometry = getattr(operator, "geometry", None)
+        if (self._baseline is None and hasattr(operator, "fbp")
+                and (geometry is None or fan_fbp_support(geometry) is None)):
             from medrecon.solvers.classical import fbp
 
             self._baseline = fbp(self.problem).image
@@ -139,10 +159,17 @@ class CTStudy(Study):
         return self.sinogram.reference
 
     @property
+    def dicom_source(self) -> Any:
+        return self.sinogram.dicom_source
+
+    @property
     def facts(self) -> dict[str, Any]:
         geometry = self.sinogram.geometry
-        return {"geometry": geometry.beam, "views": geometry.n_views,
-                "image_shape": list(geometry.image_shape), "noise": self.sinogram.noise}
+        facts = {"geometry": geometry.beam, "views": geometry.n_views,
+                 "image_shape": list(geometry.image_shape), "noise": self.sinogram.noise}
+        if self.sinogram.reference is not None and self.sinogram.field_of_view is not None:
+            facts["metrics_region"] = METRICS_REGION
+        return facts
 
     def check(self, acquisition: Any) -> None:
         geometry = self.sinogram.geometry
@@ -165,9 +192,13 @@ class CTStudy(Study):
                     device: torch.device | str = "cpu",
                     generator: torch.Generator | None = None,
                     label: str | None = None) -> StudyResult:
+        from medrecon.operators.ct import fan_fbp_support
         from medrecon.progress import ProgressBar
 
         sinogram = self.sinogram
+        why = fan_fbp_support(sinogram.geometry) if method.name == "fbp" else None
+        if why is not None:  # refused before any work
+            raise InputError(self.path, "angles", why)
         task = self.task(device)
         with ProgressBar(label or f"{method.name} {self.path.name}") as progress:
             record = method.run(task, params, prior=prior, generator=generator,
@@ -175,8 +206,8 @@ class CTStudy(Study):
         warnings = plausibility_warnings(task, record, fits_data=method.fits_data)
         image = sinogram.to_image_units(record.image.detach().cpu().numpy().astype(np.float64))
         volume = centred_volume(image, sinogram.geometry, sinogram.image_units)
-        metrics = {} if sinogram.reference is None else image_metrics(volume.array,
-                                                                        sinogram.reference)
+        metrics = {} if sinogram.reference is None else image_metrics(
+            volume.array, sinogram.reference, sinogram.field_of_view)
         std = None
         if record.std is not None:  # samplers with several samples
             hu_per_mu = float(sinogram.to_image_units(np.ones(1))[0]

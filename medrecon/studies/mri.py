@@ -21,6 +21,7 @@ on the sharp-edged body phantoms; the empty rows read it within 1 %.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from medrecon.data.calibration import MIN_CALIBRATION, MIN_ESPIRIT_CALIBRATION
 from medrecon.errors import InputError
 from medrecon.studies import (
     BaseTask,
@@ -41,7 +43,7 @@ from medrecon.studies import (
 )
 
 if TYPE_CHECKING:
-    from medrecon.data.kspace import FastMRIFile
+    from medrecon.data.kspace import FastMRIFile, IsmrmrdFile
     from medrecon.methods import Method, Params
     from medrecon.operators.mri import CartesianMRI
     from medrecon.operators.nufft import NonCartesianMRI
@@ -49,8 +51,11 @@ if TYPE_CHECKING:
     from medrecon.solvers.problem import Problem
     from medrecon.studies.mri_resolution import FineTask
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_CALIBRATION = 24
-MIN_CALIBRATION = 12  # a 6x6 ESPIRiT kernel on fewer lines gives unusable maps
+NONCARTESIAN_MIN_CALIBRATION = 12
+"""The smallest default gridded calibration region of non-Cartesian data."""
 PRIOR_QUANTILE = 0.99
 """The MRI prior was trained on images divided by this percentile of their magnitude."""
 
@@ -150,32 +155,92 @@ def calibration_width(mask: torch.Tensor | None, shape: tuple[int, ...]) -> int:
     return width
 
 
+def coil_maps(kspace: torch.Tensor, width: int, path: Path, field: str
+              ) -> tuple[torch.Tensor, bool]:
+    """Coil maps of Cartesian multi-coil ``kspace`` ``(coils, H, W)`` from its central
+    ``width`` lines, and whether they are ESPIRiT's: ESPIRiT from
+    :data:`MIN_ESPIRIT_CALIBRATION` lines up, below it the low-resolution fall-back
+    (:func:`medrecon.operators.coils.lowres_maps`). A calibration that cannot be done
+    (an unsampled line in the region, a region wider than the matrix) raises
+    :class:`InputError` naming ``path`` and ``field``."""
+    from medrecon.operators.coils import espirit_maps, lowres_maps
+
+    if width < MIN_CALIBRATION:
+        raise InputError(path, field, f"the calibration region is {width} lines wide; at "
+                         f"least {MIN_CALIBRATION} are needed (simulate with a larger "
+                         "--center-fraction)")
+    try:
+        if width >= MIN_ESPIRIT_CALIBRATION:
+            return espirit_maps(kspace, width), True
+        logger.info("%s: %d calibration lines, fewer than ESPIRiT's %d: low-resolution "
+                    "coil maps", path.name, width, MIN_ESPIRIT_CALIBRATION)
+        return lowres_maps(kspace, width), False
+    except ValueError as exc:
+        raise InputError(path, field, f"coil calibration on {width} lines: {exc}") from None
+
+
 def slice_operator(kspace: torch.Tensor, f: FastMRIFile, device: torch.device,
                    calibration: int | None) -> CartesianMRI | NonCartesianMRI:
-    """The SENSE operator of one slice, with ESPIRiT maps for multi-coil data."""
-    from medrecon.operators.coils import espirit_maps, espirit_maps_noncartesian
+    """The SENSE operator of one slice, with coil maps for multi-coil data
+    (:func:`coil_maps`; ``calibration`` forces the width, default the mask's centre)."""
+    return _slice_operator(kspace, f, device, calibration)[0]
+
+
+def _slice_operator(kspace: torch.Tensor, f: FastMRIFile, device: torch.device,
+                    calibration: int | None, unwhiten: torch.Tensor | None = None
+                    ) -> tuple[CartesianMRI | NonCartesianMRI, int | None]:
+    """:func:`slice_operator` and the ESPIRiT calibration width (``None`` without
+    ESPIRiT maps of Cartesian data: single coil, low-resolution maps, non-Cartesian).
+    ``unwhiten`` (:meth:`MRIStudy.coil_data`) maps the coils of prewhitened ``kspace``
+    back to the receiver's; the maps are then rescaled by :func:`whitened_maps`."""
+    from medrecon.operators.coils import espirit_maps_noncartesian
     from medrecon.operators.mri import CartesianMRI
     from medrecon.operators.nufft import NonCartesianMRI
 
     coils = kspace.shape[0]
     if f.trajectory is None:
+        if coils == 1:
+            return CartesianMRI(f.shape, mask=f.mask, maps=None, device=device), None
         width = calibration or calibration_width(f.mask, f.shape)
-        if coils > 1 and width < MIN_CALIBRATION:
-            raise InputError(f.path, "mask", f"the fully sampled centre is {width} lines wide; "
-                             f"ESPIRiT needs at least {MIN_CALIBRATION} (simulate with a larger "
-                             "--center-fraction)")
-        maps = espirit_maps(kspace, width) if coils > 1 else None
-        return CartesianMRI(f.shape, mask=f.mask, maps=maps, device=device)
+        maps, espirit = coil_maps(kspace, width, f.path,
+                                  "acquisition.calibration" if calibration else "mask")
+        if unwhiten is not None:
+            maps = whitened_maps(maps, unwhiten)
+        operator = CartesianMRI(f.shape, mask=f.mask, maps=maps, device=device)
+        return operator, (width if espirit else None)
     traj = f.trajectory.to(device)
-    width = calibration or max(MIN_CALIBRATION, min(DEFAULT_CALIBRATION,
-                                                    2 * (min(f.image_shape) // 8)))
+    width = calibration or max(NONCARTESIAN_MIN_CALIBRATION,
+                               min(DEFAULT_CALIBRATION, 2 * (min(f.image_shape) // 8)))
     maps = None
     if coils > 1:
         try:
             maps = espirit_maps_noncartesian(kspace, traj, f.image_shape, width)
         except ValueError as exc:
             raise InputError(f.path, "trajectory", f"ESPIRiT calibration: {exc}") from None
-    return NonCartesianMRI(f.image_shape, traj, maps, device=device)
+        if unwhiten is not None:
+            maps = whitened_maps(maps, unwhiten)
+    return NonCartesianMRI(f.image_shape, traj, maps, device=device), None
+
+
+def whitened_maps(maps: torch.Tensor, unwhiten: torch.Tensor) -> torch.Tensor:
+    """Coil maps of prewhitened data in the image units of the receiver coils.
+
+    Maps estimated from whitened data ``T y`` (``T = L^{-1}``, or ``A L^{-1}`` after coil
+    compression ``A``) have a root sum of squares of 1 in the whitened coils, ``S_w =
+    T S / ||T S||`` for the receiver maps ``S`` (``||S|| = 1``, as ESPIRiT and
+    :func:`medrecon.operators.coils.lowres_maps` give them), so that a SENSE image of
+    ``T y`` would be ``||T S|| x``: the object weighted by the local SNR gain of the
+    array (Kellman & McVeigh, "Image reconstruction in SNR units", MRM 54:1439-1447,
+    2005), not the object. With ``unwhiten = T^+`` (``L``, or ``L A^H``) the receiver
+    maps are ``S = T^+ S_w / ||T^+ S_w||``, and the maps of the whitened model ``T y = F
+    (T S) x`` are ``T S = S_w / ||T^+ S_w||`` (Pruessmann et al., MRM 46:638-651, 2001:
+    SENSE with the noise covariance is SENSE of the whitened data with whitened maps).
+    Zero where ``maps`` are."""
+    receiver = torch.einsum("ij,j...->i...", unwhiten.to(maps.device, torch.complex128),
+                            maps.to(torch.complex128))
+    norm = receiver.abs().pow(2).sum(0).sqrt()
+    gain = torch.where(norm > 0, 1 / norm.clamp_min(1e-30), torch.zeros_like(norm))
+    return (maps * gain.to(maps.real.dtype)).to(maps.dtype)
 
 
 def centre_crop(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -218,8 +283,11 @@ class MRITask(BaseTask):
     modality = "mri"
 
     def __init__(self, problem, radius: torch.Tensor, scale: float,
-                 columns: torch.Tensor | None = None, calibration: int | None = None):
+                 columns: torch.Tensor | None = None, calibration: int | None = None, *,
+                 whitened: bool = False):
         super().__init__(problem)
+        self.whitened = whitened
+        """Whether the data were prewhitened (the maps are :func:`whitened_maps`)."""
         self.radius = radius
         self.scale = scale
         self.columns = columns
@@ -227,6 +295,7 @@ class MRITask(BaseTask):
         self._noise: float | None = None
         self._baseline: torch.Tensor | None = None
         self._soft: Problem | bool | None = None
+        self._density: torch.Tensor | bool | None = None
         self.prior_grid: FineTask | None = None
         """The task on the prior's grid a diffusion method last ran on (or ``None``)."""
 
@@ -256,9 +325,24 @@ class MRITask(BaseTask):
                 from medrecon.studies.mri_sets import SoftSENSE
 
                 second = espirit_second_set(self.problem.y, self.calibration, op.maps)
+                if self.whitened:  # the first set's gain (whitened_maps) on the second
+                    second = second * op.maps.abs().pow(2).sum(0).sqrt().to(second.dtype)
                 if bool(second.abs().amax() > 0):
                     self._soft = problem_of(SoftSENSE(op, second), self.problem.y)
         return self._soft or None
+
+    def density(self) -> torch.Tensor | None:
+        """Density compensation weights ``(K,)`` of non-Cartesian data (Pipe & Menon's
+        iteration, :func:`medrecon.operators.nufft.pipe_menon_density`, scaled as ``1 /
+        density``), for zero-filling; ``None`` for Cartesian data (computed once)."""
+        if self._density is None:
+            self._density = False
+            operator = self.problem.operator
+            if not self._cartesian:
+                from medrecon.operators.nufft import pipe_menon_density
+
+                self._density = pipe_menon_density(operator.ktraj, operator.domain_shape[-2:])
+        return self._density if self._density is not False else None
 
     def estimated_noise(self) -> float:
         """The smaller of :func:`kspace_noise` (the k-space periphery) and, for Cartesian
@@ -287,33 +371,84 @@ class MRITask(BaseTask):
         return isinstance(self.problem.operator, CartesianMRI)
 
     def baseline_image(self) -> torch.Tensor:
-        """Cartesian data: the zero-filled image ``A^H y`` (the orthonormal FFT keeps the
-        scale); other operators (an adjoint NUFFT without density compensation has any
-        scale): :meth:`rough_image`. Computed once."""
+        """Cartesian data: the zero-filled image (the orthonormal FFT keeps the scale;
+        :func:`medrecon.solvers.zero_filled.zero_filled`, ``A^H y`` normalised by the
+        maps' ``sum_c |S_c|^2``, 1 but for prewhitened data); other operators (an adjoint
+        NUFFT without density compensation has any scale): :meth:`rough_image`.
+        Computed once."""
         if self._baseline is None:
-            self._baseline = self.problem.operator.H(self.problem.y) if self._cartesian \
+            from medrecon.solvers.zero_filled import zero_filled
+
+            self._baseline = zero_filled(self.problem).image if self._cartesian \
                 else self.rough_image()
         return self._baseline
 
 
-class MRIStudy(Study):
-    """An open k-space file (:class:`medrecon.data.kspace.FastMRIFile`), validated once.
+PREWHITEN = ("auto", "noise", "off")
+"""Prewhitening choices: ``auto`` whitens with the file's noise scan when it has one,
+``noise`` requires one, ``off`` never whitens."""
 
-    ``calibration`` forces the ESPIRiT calibration width (default: the mask's fully
-    sampled centre)."""
+
+class MRIStudy(Study):
+    """An open k-space file (:class:`medrecon.data.kspace.FastMRIFile`, or an ISMRMRD raw
+    file as :class:`medrecon.data.kspace.IsmrmrdFile`), validated once.
+
+    ``calibration`` forces the coil calibration width (default: the mask's fully
+    sampled centre). ``prewhiten`` (:data:`PREWHITEN`) decorrelates the coils with the
+    noise scan's covariance ``Psi`` (:func:`medrecon.operators.coils.prewhiten`, Pruessmann
+    et al., MRM 46:638-651, 2001), scaled to a mean diagonal of 1 so that the data keep
+    their units. ``compress`` then keeps that many virtual coils per slice
+    (:func:`medrecon.operators.coils.coil_compress`, Buehrer et al., MRM 57:1131-1139,
+    2007) before the coil maps are estimated."""
 
     modality = "mri"
 
-    def __init__(self, path: Path, file: FastMRIFile, calibration: int | None = None):
+    def __init__(self, path: Path, file: FastMRIFile | IsmrmrdFile,
+                 calibration: int | None = None, *,
+                 compress: int | None = None, prewhiten: str = "auto"):
         super().__init__(path)
         self.file = file
         self.calibration = calibration
+        self.compress = compress
+        self.whitening = self._covariance(prewhiten)
+        if compress is not None and not 1 <= compress <= file.coils:
+            raise InputError(path, "compress", f"{compress} virtual coils, but the file has "
+                             f"{file.coils} coil{'s' if file.coils != 1 else ''}")
+
+    def _covariance(self, prewhiten: str) -> torch.Tensor | None:
+        """The normalised noise covariance to whiten with, or ``None``."""
+        from medrecon.operators.coils import noise_covariance
+
+        if prewhiten not in PREWHITEN:
+            raise InputError(self.path, "prewhiten", f"expected one of {', '.join(PREWHITEN)}, "
+                             f"got {prewhiten!r}")
+        noise = getattr(self.file, "noise", None)
+        if prewhiten == "off" or (noise is None and prewhiten == "auto"):
+            return None
+        if noise is None:
+            raise InputError(self.path, "prewhiten", "the file has no noise scan to whiten "
+                             "with (only ISMRMRD files carry one)")
+        try:
+            psi = noise_covariance(noise.to(torch.complex128))
+        except ValueError as exc:
+            raise InputError(self.path, "noise scan", str(exc)) from None
+        scale = float(psi.diagonal().real.mean())
+        if not scale > 0 or torch.linalg.cholesky_ex(psi)[1] != 0:
+            raise InputError(self.path, "noise scan", "the noise covariance is not positive "
+                             "definite (a silent coil?)")
+        return psi / scale
 
     @classmethod
-    def open(cls, path: Path, *, calibration: int | None = None) -> MRIStudy:
-        from medrecon.data.kspace import FastMRIFile
+    def open(cls, path: Path, *, calibration: int | None = None, compress: int | None = None,
+             prewhiten: str = "auto") -> MRIStudy:
+        from medrecon.data.kspace import open_kspace
 
-        return cls(path, FastMRIFile(path), calibration)
+        file = open_kspace(path)
+        try:
+            return cls(path, file, calibration, compress=compress, prewhiten=prewhiten)
+        except BaseException:
+            file.close()
+            raise
 
     def close(self) -> None:
         self.file.close()
@@ -328,9 +463,39 @@ class MRIStudy(Study):
         return value if value in ("radial", "spiral") else "non-cartesian"
 
     @property
+    def dicom_source(self) -> Any:
+        return self.file.dicom_source
+
+    @property
     def facts(self) -> dict[str, Any]:
-        return {"trajectory": self.trajectory, "coils": self.file.coils,
-                "image_shape": list(self.file.image_shape)}
+        facts = {"trajectory": self.trajectory, "coils": self.file.coils,
+                 "image_shape": list(self.file.image_shape)}
+        if getattr(self.file, "format", None) == "ISMRMRD":
+            facts["format"] = "ISMRMRD"
+        if self.whitening is not None:
+            facts["prewhitened"] = True
+        if self.compress is not None:
+            facts["virtual_coils"] = self.compress
+        return facts
+
+    def coil_data(self, kspace: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One slice's k-space ``(coils, ...)`` prewhitened and compressed as the study
+        was opened to (unchanged by default), and ``T^+``, the matrix that takes the coils
+        of the result back to the receiver's when prewhitened (``L`` of the noise
+        covariance ``L L^H``, times ``A^H`` after compression ``A``; ``None`` without
+        prewhitening), for :func:`whitened_maps`."""
+        from medrecon.operators.coils import coil_compress, prewhiten
+
+        unwhiten = None
+        if self.whitening is not None:
+            kspace = prewhiten(kspace, self.whitening)
+            unwhiten = torch.linalg.cholesky(self.whitening.to(kspace.device))
+        if self.compress is not None and self.compress < kspace.shape[0]:
+            compressed = coil_compress(kspace, self.compress)
+            kspace = compressed.kspace
+            if unwhiten is not None:
+                unwhiten = unwhiten @ compressed.matrix.to(unwhiten.dtype).mH
+        return kspace, unwhiten
 
     def check(self, acquisition: Any) -> None:
         trajectory, coils = self.trajectory, self.file.coils
@@ -349,17 +514,14 @@ class MRIStudy(Study):
         radius = kspace_radius(f, device)
         columns = None if f.trajectory is not None else sampled_columns(f.mask, f.shape)
         for i in range(f.num_slices):
-            kspace = f.read_slice(i, device)
-            operator = slice_operator(kspace, f, device, self.calibration)
-            y = kspace if f.multicoil else kspace[0]
+            kspace, unwhiten = self.coil_data(f.read_slice(i, device))
+            operator, width = _slice_operator(kspace, f, device, self.calibration, unwhiten)
+            y = kspace if kspace.shape[0] > 1 else kspace[0]  # one coil: no coil axis
             scale = float(y.abs().max()) or 1.0
             support = (operator.maps.abs().pow(2).sum(0) > 0) if operator.maps is not None \
                 else None  # the coils do not see outside their support
-            width = None
-            if f.trajectory is None and operator.maps is not None:
-                width = self.calibration or calibration_width(f.mask, f.shape)
             yield MRITask(problem_of(operator, y / scale), radius, scale, columns,
-                          width), support
+                          width, whitened=unwhiten is not None), support
 
     def reconstruct(self, method: Method, params: Params, *, prior: Denoiser | None = None,
                     device: torch.device | str = "cpu",

@@ -215,8 +215,8 @@ class CTProjector(LinearOperator):
         or for a short scan
         rebins the fan data to parallel beam (:func:`rebin_fan_to_parallel`: a full
         turn, or a Parker-weighted short scan) and applies the parallel FBP. A scan that
-        fan-beam FBP cannot reconstruct (:func:`fan_fbp_support`) raises ``ValueError``
-        before any work.
+        fan-beam FBP cannot reconstruct (:func:`fan_fbp_support`) raises
+        :class:`UnsupportedScanError` (a ``ValueError``) before any work.
         """
         if filter not in FBP_FILTERS:
             raise ValueError(f"FBP filter must be one of {FBP_FILTERS}, got {filter!r}")
@@ -224,7 +224,7 @@ class CTProjector(LinearOperator):
         g = self.geometry
         why = fan_fbp_support(g)
         if why is not None:
-            raise ValueError(why)
+            raise UnsupportedScanError(why)
         sino = sinogram.detach().to(torch.float32)
         full_turn = g.beam == "fan" and g.n_views * float(
             g.angles_array[1] - g.angles_array[0]) >= 2 * math.pi - 1e-6
@@ -261,6 +261,11 @@ def _astra_fbp(sino: np.ndarray, g: CTGeometry, filter: str, cuda: bool) -> np.n
         astra.data2d.delete([sino_id, rec_id])
         if projector_id is not None:
             astra.projector.delete(projector_id)
+
+
+class UnsupportedScanError(ValueError):
+    """Filtered back-projection cannot reconstruct this scan (:func:`fan_fbp_support`
+    says why); raised before any projection work."""
 
 
 def fan_fbp_support(g: CTGeometry) -> str | None:
@@ -332,14 +337,14 @@ def rebin_fan_to_parallel(sinogram: torch.Tensor, g: CTGeometry,
     ray; a short scan: Parker's weights, :func:`parker_weights`), interpolated
     bilinearly at both rays (periodic in ``beta`` for a full turn, zero outside a short
     scan) and summed. Returns the parallel sinogram and its geometry (detector pitch =
-    fan pitch / magnification). Raises ``ValueError`` for a scan it cannot rebin
-    (:func:`fan_fbp_support`).
+    fan pitch / magnification). Raises :class:`UnsupportedScanError` for a scan it
+    cannot rebin (:func:`fan_fbp_support`).
     """
     if g.beam != "fan":
         raise ValueError("rebinning needs a fan-beam geometry")
     why = fan_fbp_support(g)
     if why is not None:
-        raise ValueError(why)
+        raise UnsupportedScanError(why)
     angles = g.angles_array
     step = float(angles[1] - angles[0])
     full = g.n_views * step >= 2 * math.pi - 1e-6 * step

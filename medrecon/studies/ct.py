@@ -192,17 +192,17 @@ class CTStudy(Study):
                     device: torch.device | str = "cpu",
                     generator: torch.Generator | None = None,
                     label: str | None = None) -> StudyResult:
-        from medrecon.operators.ct import fan_fbp_support
+        from medrecon.operators.ct import UnsupportedScanError
         from medrecon.progress import ProgressBar
 
         sinogram = self.sinogram
-        why = fan_fbp_support(sinogram.geometry) if method.name == "fbp" else None
-        if why is not None:  # refused before any work
-            raise InputError(self.path, "angles", why)
         task = self.task(device)
-        with ProgressBar(label or f"{method.name} {self.path.name}") as progress:
-            record = method.run(task, params, prior=prior, generator=generator,
-                                callback=progress)
+        try:
+            with ProgressBar(label or f"{method.name} {self.path.name}") as progress:
+                record = method.run(task, params, prior=prior, generator=generator,
+                                    callback=progress)
+        except UnsupportedScanError as exc:  # FBP of a scan it cannot reconstruct: raised
+            raise InputError(self.path, "angles", str(exc)) from None  # before any work
         warnings = plausibility_warnings(task, record, fits_data=method.fits_data)
         image = sinogram.to_image_units(record.image.detach().cpu().numpy().astype(np.float64))
         volume = centred_volume(image, sinogram.geometry, sinogram.image_units)

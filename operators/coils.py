@@ -215,31 +215,11 @@ def espirit_maps(kspace: torch.Tensor, calib_width: int, *, threshold: float = 0
     return torch.from_numpy(maps).to(device=kspace.device, dtype=kspace.dtype)
 
 
-def lowres_maps(kspace: torch.Tensor, calib_width: int, *, threshold: float = 0.05
-                ) -> torch.Tensor:
-    """Sensitivity maps from low-resolution coil images, for a calibration region too
-    small for ESPIRiT (the fall-back of :mod:`medrecon.studies.mri`).
-
-    The central ``calib_width`` columns of Cartesian ``kspace`` ``(coils, H, W)`` (all
-    ``H`` rows, fully sampled along the readout as fastMRI's column masks give), under a
-    Hann window along both axes, zero-padded and transformed back, are low-resolution
-    coil images ``z_c``; the maps are ``z_c / sqrt(sum_c |z_c|^2)`` (the root sum of
-    squares: ``sum_c |S_c|^2 = 1``), phase relative to coil 0, and zero where that root
-    sum of squares is below ``threshold`` times its maximum (outside the object). This is
-    the self-calibrated estimate of McKenzie et al. ("Self-calibrating parallel imaging
-    with automatic coil sensitivity extraction", MRM 47:529-538, 2002) and of SENSE's
-    reference scans (Pruessmann et al., MRM 42:952-962, 1999), with the accelerated
-    scan's own centre lines as the reference.
-
-    Raises ``ValueError`` for a tensor that is not complex ``(coils, H, W)``, a width
-    below 2 or beyond ``W``, or a central column or row without data.
-
-    >>> g = torch.Generator().manual_seed(0)
-    >>> k = torch.randn(4, 32, 32, dtype=torch.complex64, generator=g)
-    >>> maps = lowres_maps(k, 4)
-    >>> maps.shape, bool(torch.allclose(maps.abs().pow(2).sum(0)[maps[0] != 0], torch.tensor(1.0)))
-    (torch.Size([4, 32, 32]), True)
-    """
+def lowres_images(kspace: torch.Tensor, calib_width: int) -> torch.Tensor:
+    """Low-resolution coil images ``(coils, H, W)`` (complex128) of Cartesian ``kspace``
+    ``(coils, H, W)``: its central ``calib_width`` columns (all ``H`` rows) under a Hann
+    window along both axes, zero-padded and transformed back (centred orthonormal FFT).
+    Raises ``ValueError`` as :func:`lowres_maps` does."""
     _check_kspace(kspace)
     coils, height, width = kspace.shape
     if not 2 <= calib_width <= width:
@@ -254,8 +234,37 @@ def lowres_maps(kspace: torch.Tensor, calib_width: int, *, threshold: float = 0.
               * torch.hann_window(calib_width + 2, periodic=False, dtype=torch.float64)[1:-1])
     padded = torch.zeros((coils, height, width), dtype=torch.complex128, device=kspace.device)
     padded[..., start:start + calib_width] = centre * window.to(kspace.device)
-    images = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(padded, dim=(-2, -1)),
-                                                norm="ortho"), dim=(-2, -1))
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(padded, dim=(-2, -1)),
+                                              norm="ortho"), dim=(-2, -1))
+
+
+def lowres_maps(kspace: torch.Tensor, calib_width: int, *, threshold: float = 0.05
+                ) -> torch.Tensor:
+    """Sensitivity maps from low-resolution coil images, for a calibration region too
+    small for ESPIRiT (the fall-back of :mod:`medrecon.studies.mri`).
+
+    The central ``calib_width`` columns of Cartesian ``kspace`` ``(coils, H, W)`` (all
+    ``H`` rows, fully sampled along the readout as fastMRI's column masks give), under a
+    Hann window along both axes, zero-padded and transformed back, are low-resolution
+    coil images ``z_c`` (:func:`lowres_images`); the maps are ``z_c / sqrt(sum_c
+    |z_c|^2)`` (the root sum of squares: ``sum_c |S_c|^2 = 1``), phase relative to coil 0,
+    and zero where that root sum of squares is below ``threshold`` times its maximum
+    (outside the object). This is the self-calibrated estimate of McKenzie et al.
+    ("Self-calibrating parallel imaging with automatic coil sensitivity extraction", MRM
+    47:529-538, 2002) and of SENSE's
+    reference scans (Pruessmann et al., MRM 42:952-962, 1999), with the accelerated
+    scan's own centre lines as the reference.
+
+    Raises ``ValueError`` for a tensor that is not complex ``(coils, H, W)``, a width
+    below 2 or beyond ``W``, or a central column or row without data.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> k = torch.randn(4, 32, 32, dtype=torch.complex64, generator=g)
+    >>> maps = lowres_maps(k, 4)
+    >>> maps.shape, bool(torch.allclose(maps.abs().pow(2).sum(0)[maps[0] != 0], torch.tensor(1.0)))
+    (torch.Size([4, 32, 32]), True)
+    """
+    images = lowres_images(kspace, calib_width)
     combined = images.abs().pow(2).sum(0).sqrt()
     inside = combined > threshold * float(combined.max())
     phase = images[0] / images[0].abs().clamp_min(1e-30)

@@ -91,3 +91,27 @@ def test_value_error_fan_fbp_on_unequal_views(tmp_path):
 
     with pytest.raises(InputError, match="angles|views"), open_study(path, "ct") as study:
         reconstruct_study(study, "fbp", {})
+
+
+def test_a_corrupt_group_while_naming_the_other_kind_is_one_line(tmp_path, monkeypatch):
+    """Fuzz find: a k-space file whose root group h5py cannot list ("number of children
+    is greater than maximum") raised RuntimeError from the check for the other modality's
+    dataset, after the reader had already refused the file."""
+    import h5py
+
+    from medrecon.studies import _other_kind
+
+    class Broken:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __contains__(self, name):
+            raise RuntimeError("Unable to synchronously check link existence")
+
+    path = tmp_path / "k.h5"
+    path.write_bytes(b"")
+    monkeypatch.setattr(h5py, "File", lambda *a, **k: Broken())
+    assert _other_kind(path, "mri") is None

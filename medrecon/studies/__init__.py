@@ -262,8 +262,8 @@ def _other_kind(path: Path, modality: str) -> str | None:
             for kind in KINDS.values():
                 if kind != wanted and kind in f and wanted not in f:
                     return kind
-    except (OSError, ValueError):
-        return None
+    except Exception:  # noqa: BLE001 - a corrupt file (h5py raises RuntimeError, KeyError,
+        return None  # ...): the reader's own error stands
     return None
 
 

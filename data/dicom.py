@@ -496,6 +496,13 @@ class StudyIdentity:
         return (self.study_id or self._digest()[:8].upper())[:16]
 
 
+def _integral(values: np.ndarray) -> bool:
+    """Whether ``values`` are integers (within 1e-6) and not all zero: an image whose
+    values all lie below 1e-6 in magnitude is not taken for an image of zeros."""
+    return bool(np.all(np.abs(values - np.rint(values)) < 1e-6)) and (
+        not values.size or float(np.abs(values).max()) >= 1 or not np.any(values))
+
+
 def int16_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     """``(stored int16, slope, intercept)`` with ``value = stored * slope + intercept``.
 
@@ -513,7 +520,7 @@ def int16_encoding(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     """
     values = np.asarray(array, dtype=np.float64)
     low, high = float(values.min()), float(values.max())
-    integral = bool(np.all(np.abs(values - np.rint(values)) < 1e-6))
+    integral = _integral(values)
     if integral and low >= -32768 and high <= 32767:
         slope, intercept = 1.0, 0.0
     elif integral and high - low <= 65535:
@@ -561,7 +568,7 @@ def mr_encoding(array: np.ndarray) -> tuple[np.ndarray, float]:
     """
     values = np.asarray(array, dtype=np.float64)
     low, high = float(values.min()), float(values.max())
-    integral = bool(np.all(np.abs(values - np.rint(values)) < 1e-6))
+    integral = _integral(values)
     if integral and low >= 0 and high <= 65535:
         return np.rint(values).astype("<u2"), 1.0
     if integral and low >= -32768 and high <= 32767:
@@ -788,11 +795,14 @@ def _source_window(src: Dataset | None) -> tuple[float, float] | None:
     return (center, width) if np.isfinite(center) and np.isfinite(width) and width >= 1 else None
 
 
-def _percentile_window(values: np.ndarray) -> tuple[float, float]:
+def percentile_window(values: np.ndarray, min_width: float = 1.0) -> tuple[float, float]:
+    """A VOI window (center, width) over the 0.5 to 99.5 percentiles of ``values`` (their
+    whole range where those are closer than ``min_width``), at least ``min_width`` wide:
+    1 for stored integers, smaller for float maps."""
     low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
-    if high - low < 1:
+    if high - low < min_width:
         low, high = float(values.min()), float(values.max())
-    return (low + high) / 2, max(high - low, 1.0)
+    return (low + high) / 2, max(high - low, min_width)
 
 
 def _set_pixel_module(ds: Dataset, volume: Volume, modality: str, src: Dataset | None
@@ -806,11 +816,13 @@ def _set_pixel_module(ds: Dataset, volume: Volume, modality: str, src: Dataset |
     window = _source_window(src)
     if modality == "MR":
         stored, scale = mr_encoding(volume.array)
-        if window is not None:
-            window = (window[0] * scale, window[1] * scale)
+        if window is not None:  # the source's window in its stored values -> values -> ours
+            slope = _medrecon_mapping(Path(str(getattr(src, "filename", None) or "source")), src)
+            to_values = 1.0 if slope is None else float(slope[0])
+            window = (window[0] * to_values * scale, window[1] * to_values * scale)
         if scale != 1.0:
             ds.RealWorldValueMappingSequence = [_real_world_mapping(stored, scale, volume.units)]
-        window = window or _percentile_window(stored)
+        window = window or percentile_window(stored)
     else:
         hu = hu_encoding(volume.array) if modality == "CT" and volume.units == "HU" else None
         stored, slope, intercept = hu or int16_encoding(volume.array)
@@ -818,7 +830,7 @@ def _set_pixel_module(ds: Dataset, volume: Volume, modality: str, src: Dataset |
         ds.RescaleType = volume.units or "US"
         if window is None and hu is not None:
             window = CT_WINDOW
-        window = window or _percentile_window(volume.array)
+        window = window or percentile_window(volume.array)
     ds.PixelRepresentation = int(stored.dtype.kind == "i")
     ds.WindowCenter, ds.WindowWidth = _ds(window[0]), _ds(window[1])
     return stored

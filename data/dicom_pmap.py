@@ -34,6 +34,7 @@ from medrecon.data.dicom import (
     _copy_or_empty,
     _series_number,
     _series_template,
+    percentile_window,
 )
 from medrecon.data.volume import Volume
 from medrecon.errors import InputError
@@ -75,7 +76,8 @@ def write_parametric_map(volume: Volume, folder: str | os.PathLike[str], *,
     _check_replaceable(folder, sources)
     identity = identity or StudyIdentity(str(generate_uid()))
     modality = volume.modality or "OT"
-    references = [s for s in sources if "SOPInstanceUID" in s]
+    # one reference per instance: the frames of an enhanced source share their file's UID
+    references = list({s.SOPInstanceUID: s for s in sources if "SOPInstanceUID" in s}.values())
     template = _series_template(volume, sources, series_description, modality, identity)
     images = references or [_stand_in(template, volume)]
     low, high = float(array.min()), float(array.max())
@@ -86,7 +88,7 @@ def write_parametric_map(volume: Volume, folder: str | os.PathLike[str], *,
         quantity_definition=QUANTITIES.get(quantity))
     spacing, positions = volume.spacing, volume.positions()
     row_cos, col_cos = volume.orientation[:, 0], volume.orientation[:, 1]
-    center, width = _window(array)
+    center, width = percentile_window(array, min_width=1e-6)
     pmap = hd.pm.ParametricMap(
         images, array, generate_uid(), _series_number(sources[0] if sources else None) + 1,
         generate_uid(), 1, "medrecon", "medrecon", _version(), "0", False, [mapping],
@@ -121,13 +123,6 @@ def _stand_in(template: Dataset, volume: Volume) -> Dataset:
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.ImagePositionPatient = [format_number_as_ds(float(v)) for v in volume.origin]
     return ds
-
-
-def _window(array: np.ndarray) -> tuple[float, float]:
-    low, high = (float(v) for v in np.percentile(array, [0.5, 99.5]))
-    if high <= low:
-        low, high = float(array.min()), float(array.max())
-    return (low + high) / 2, max(high - low, 1e-6)
 
 
 def _version() -> str:

@@ -54,7 +54,8 @@ class DicomSource:
 
     @classmethod
     def of(cls, volume: Volume) -> DicomSource:
-        assert volume.source is not None
+        if volume.source is None:
+            raise ValueError("the volume has no DICOM source")
         return cls(tuple(volume.source), volume.shape, volume.spacing, volume.origin,
                    volume.orientation, volume.modality, volume.units)
 
@@ -155,11 +156,11 @@ def _decode(path: Path, raw: bytes) -> DicomSource:
         orientation = np.array(record["orientation"], dtype=np.float64)
         modality, units = str(record["modality"]), str(record["units"])
         headers = record["headers"]
-        if not isinstance(headers, list):
-            raise TypeError("headers")
+        if not isinstance(headers, list) or not all(isinstance(h, dict) for h in headers):
+            raise TypeError("headers must be a list of DICOM JSON objects")
         with quiet():
             datasets = tuple(Dataset.from_json(h) for h in headers)
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise bad(f"malformed ({type(exc).__name__}: {str(exc)[:100]})") from None
     if len(shape) != 3 or min(shape) < 1 or len(spacing) != 3 or len(origin) != 3 or \
             orientation.shape != (3, 3) or not all(np.isfinite([*spacing, *origin])) or \

@@ -63,6 +63,7 @@ import ismrmrd
 import numpy as np
 import torch
 
+from medrecon.data.calibration import calibration_width
 from medrecon.data.h5guard import (
     attributes,
     check_size,
@@ -664,6 +665,7 @@ class IsmrmrdFile:
 
     def __init__(self, path: str | os.PathLike[str], group: str = "dataset"):
         self.path = Path(path)
+        self.group = group
         data = read_ismrmrd(self.path, group)
         header = data.header
         if header.trajectory not in ("", "cartesian"):
@@ -696,7 +698,7 @@ class IsmrmrdFile:
     def read_slice(self, index: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """k-space of slice ``index``: complex64 ``(coils, H, W)`` on ``device``."""
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.num_slices:
-            raise InputError(self.path, "dataset/data", f"slice {index!r} out of range "
+            raise InputError(self.path, f"{self.group}/data", f"slice {index!r} out of range "
                              f"(0 to {self.num_slices - 1})")
         return self._kspace[int(index)].to(device)
 
@@ -708,7 +710,8 @@ class IsmrmrdFile:
     def describe(self) -> dict[str, object]:
         """What was found, for ``medrecon info`` (never patient identity)."""
         sampled = int(self.mask.sum()) if self.mask is not None else self.shape[1]
-        centre = _centre_run(self.mask) if self.mask is not None else self.shape[1]
+        centre = calibration_width(self.mask, self.shape) if self.mask is not None \
+            else self.shape[1]
         return {"format": "ISMRMRD raw data", "trajectory": "cartesian",
                 "slices": self.num_slices, "coils": self.coils,
                 "k-space (readout, phase encodes)": self.shape,
@@ -736,20 +739,6 @@ class IsmrmrdFile:
     def __repr__(self) -> str:
         return (f"IsmrmrdFile({self.path.name!r}, slices={self.num_slices}, "
                 f"coils={self.coils}, shape={self.shape})")
-
-
-def _centre_run(columns: torch.Tensor) -> int:
-    """Length of the run of sampled columns through the centre ``W // 2`` (0 if unsampled)."""
-    values = columns.to(torch.bool).tolist()
-    centre = len(values) // 2
-    if not values[centre]:
-        return 0
-    lo = hi = centre
-    while lo > 0 and values[lo - 1]:
-        lo -= 1
-    while hi < len(values) - 1 and values[hi + 1]:
-        hi += 1
-    return hi - lo + 1
 
 
 def open_kspace(path: str | os.PathLike[str]) -> FastMRIFile | IsmrmrdFile:

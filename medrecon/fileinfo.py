@@ -156,7 +156,7 @@ def _dtype_text(description: str) -> str:
 def describe_kspace(f: FastMRIFile) -> dict[str, object]:
     """What a fastMRI-layout k-space file holds, for ``medrecon info`` (never patient
     identity)."""
-    from medrecon.data.kspace import _centre_run
+    from medrecon.data.calibration import calibration_width
 
     info: dict[str, object] = {"format": "fastMRI k-space",
                                "trajectory": "cartesian" if f.trajectory is None else str(
@@ -169,7 +169,7 @@ def describe_kspace(f: FastMRIFile) -> dict[str, object]:
             sampled = int(f.mask.sum())
             info["phase encodes sampled"] = (f"{sampled} of {f.shape[-1]} (R = "
                                              f"{f.shape[-1] / sampled:.3g})")
-            info["fully sampled centre"] = _centre_run(f.mask)
+            info["fully sampled centre"] = calibration_width(f.mask, f.shape)
         elif f.mask is not None:
             info["samples"] = f"{int(f.mask.sum())} of {f.mask.numel()} (2D mask)"
         else:

@@ -226,9 +226,7 @@ class CTProjector(LinearOperator):
         if why is not None:
             raise UnsupportedScanError(why)
         sino = sinogram.detach().to(torch.float32)
-        full_turn = g.beam == "fan" and g.n_views * float(
-            g.angles_array[1] - g.angles_array[0]) >= 2 * math.pi - 1e-6
-        if g.beam == "fan" and (self.device.type == "cpu" or not full_turn):
+        if g.beam == "fan" and (self.device.type == "cpu" or not full_turn(g)):
             # CPU fan beam, and short scans on CUDA too: Parker-weighted rebinning
             sino, g = rebin_fan_to_parallel(sino, g)
         batch = sino.shape[:-2]
@@ -268,6 +266,17 @@ class UnsupportedScanError(ValueError):
     says why); raised before any projection work."""
 
 
+def full_turn(g: CTGeometry) -> bool:
+    """Whether the views are equally spaced over exactly one turn (``n`` views ``2 pi / n``
+    apart), to a millionth of a view step."""
+    angles = g.angles_array
+    if g.n_views < 2:
+        return False
+    step = float(angles[1] - angles[0])
+    return step > 0 and abs(g.n_views * step - 2 * math.pi) <= 1e-6 * step and \
+        bool(np.allclose(np.diff(angles), step, atol=1e-6 * step, rtol=0))
+
+
 def fan_fbp_support(g: CTGeometry) -> str | None:
     """Why fan-beam FBP cannot reconstruct this scan, or ``None`` when it can: it needs
     equally spaced increasing views over a full turn, or over a short scan of at least
@@ -281,13 +290,13 @@ def fan_fbp_support(g: CTGeometry) -> str | None:
     if not step > 0 or not np.allclose(np.diff(angles), step, atol=1e-6 * step, rtol=0):
         return ("fan-beam FBP needs equally spaced increasing views; use cgls, sirt or tv "
                 "for this scan")
-    if g.n_views * step > 2 * math.pi + 1e-6 * step:
-        return (f"fan-beam FBP takes at most one turn; the views cover "
-                f"{math.degrees(g.n_views * step):.1f} deg")
-    if g.n_views * step >= 2 * math.pi - 1e-6 * step:
+    covered = (g.n_views - 1) * step  # from the first view to the last
+    if full_turn(g):
         return None
+    if covered >= 2 * math.pi - 1e-6 * step:
+        return (f"fan-beam FBP takes at most one turn; the views cover "
+                f"{math.degrees(covered):.1f} deg from the first to the last")
     need = short_scan_span(g)
-    covered = (g.n_views - 1) * step
     if covered < need - 1e-6:
         return (f"fan-beam FBP needs a full turn or a short scan of at least 180 deg + the "
                 f"fan angle ({math.degrees(need):.1f} deg between the first and last view); "
@@ -347,7 +356,7 @@ def rebin_fan_to_parallel(sinogram: torch.Tensor, g: CTGeometry,
         raise UnsupportedScanError(why)
     angles = g.angles_array
     step = float(angles[1] - angles[0])
-    full = g.n_views * step >= 2 * math.pi - 1e-6 * step
+    full = full_turn(g)
     n_angles = n_angles or g.n_views
     R, D = g.source_to_isocenter, g.isocenter_to_detector
     spacing = g.detector_spacing / g.magnification

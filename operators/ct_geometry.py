@@ -144,6 +144,8 @@ class CTGeometry:
         ``pi + 2 delta`` (:func:`short_scan_span`), the least range that filtered
         back-projection with Parker's weights reconstructs."""
         short = turn == "short"
+        if short and angles is not None:
+            raise ValueError("turn='short' places the views itself; give n_views, not angles")
         angles = _angles(n_views, angles, "full" if short else turn)
         source_to_isocenter = _length("source_to_isocenter", source_to_isocenter)
         isocenter_to_detector = _length("isocenter_to_detector", isocenter_to_detector)

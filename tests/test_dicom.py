@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pydicom
 import pytest
@@ -735,3 +736,41 @@ def test_nifti_affine_agrees_with_dicom2nifti(series, tmp_path):
     np.testing.assert_allclose(there, np.rint(there), atol=1e-3)
     index = tuple(np.rint(there).astype(int).T)
     np.testing.assert_allclose(b[index], a[tuple(ijk.T)], atol=1e-3)
+
+
+def test_tiny_mr_values_are_not_taken_for_zeros(tmp_path):
+    """Review find: values all below 1e-6 passed the integer test and were stored as 0."""
+    values = np.array([0.0, 3e-7, 9e-7]).reshape(1, 1, 3)
+    volume = Volume(values, spacing=(1, 1, 1), modality="MR")
+    write_dicom_series(volume, tmp_path / "mr")
+    np.testing.assert_allclose(read_dicom(tmp_path / "mr").array, values, rtol=1e-4)
+
+
+def test_window_of_a_medrecon_mr_source_is_scaled_once(tmp_path):
+    """Review find: the source's window (in its stored values) was multiplied by the new
+    scale without undoing the source's, so a re-derived series showed blank."""
+    volume = Volume(np.linspace(0, 0.5, 128).reshape(2, 8, 8), spacing=(1, 1, 1),
+                    modality="MR")
+    write_dicom_series(volume, tmp_path / "a")
+    source = read_dicom(tmp_path / "a")
+    write_dicom_series(replace(source, array=source.array + 0.0), tmp_path / "b")
+    first, second = (pydicom.dcmread(sorted((tmp_path / f).glob("*.dcm"))[0]) for f in "ab")
+    assert float(second.WindowWidth) == pytest.approx(float(first.WindowWidth), rel=1e-3)
+    assert float(second.WindowCenter) <= 32768
+
+
+def test_dicom_source_headers_that_are_not_objects_are_one_error(tmp_path):
+    """Review find: a header that is not a JSON object raised AttributeError."""
+    import json
+
+    from medrecon.data.dicom_source import DATASET, FORMAT, VERSION, read_dicom_source
+
+    record = {"format": FORMAT, "version": VERSION, "shape": [1, 2, 2],
+              "spacing": [1, 1, 1], "origin": [0, 0, 0],
+              "orientation": np.eye(3).tolist(), "modality": "CT", "units": "HU",
+              "headers": [1]}
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(DATASET, data=np.frombuffer(json.dumps(record).encode(), np.uint8))
+    with pytest.raises(InputError, match="s.h5: dicom_source: malformed"):
+        read_dicom_source(path)

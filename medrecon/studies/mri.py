@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from medrecon.data.calibration import MIN_CALIBRATION, MIN_ESPIRIT_CALIBRATION
+from medrecon.data.calibration import (
+    DEFAULT_CALIBRATION,
+    MIN_CALIBRATION,
+    MIN_ESPIRIT_CALIBRATION,
+    calibration_width,
+)
 from medrecon.errors import InputError
 from medrecon.studies import (
     BaseTask,
@@ -53,7 +58,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CALIBRATION = 24
 NONCARTESIAN_MIN_CALIBRATION = 12
 """The smallest default gridded calibration region of non-Cartesian data."""
 PRIOR_QUANTILE = 0.99
@@ -133,26 +137,6 @@ def kspace_radius(f: FastMRIFile, device: torch.device) -> torch.Tensor:
     ky = torch.arange(h, device=device, dtype=torch.float32) - h // 2
     kx = torch.arange(w, device=device, dtype=torch.float32) - w // 2
     return torch.hypot(ky[:, None] / h, kx[None, :] / w)
-
-
-def calibration_width(mask: torch.Tensor | None, shape: tuple[int, ...]) -> int:
-    """Width of the fully sampled centre of a mask (columns of a 1D mask, the square
-    block of a 2D one); the whole matrix without a mask."""
-    if mask is None:
-        return min(DEFAULT_CALIBRATION, *shape[-2:])
-    centre = [n // 2 for n in mask.shape]
-    width = 0
-    while True:
-        half = (width + 2) // 2
-        lo = [c - half for c in centre]
-        hi = [c - half + width + 2 for c in centre]
-        if min(lo) < 0 or any(h > n for h, n in zip(hi, mask.shape)):
-            break
-        block = mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        if not bool(block.all()):
-            break
-        width += 2
-    return width
 
 
 SUPPORT_ENERGY = 0.98

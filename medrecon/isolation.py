@@ -13,10 +13,16 @@ run loads its prior) and never reads a file itself, so that each child costs a
 ``fork()`` and the read, not an interpreter start (the overhead is measured in
 ``tests/test_run_isolation.py``). Unlike multiprocessing's ``spawn`` and ``forkserver``
 it does not re-import the caller's ``__main__``, and a daemonic process (a Dask worker)
-may use it. The server and its children ignore SIGINT (the terminal sends it to the
-whole process group: the run decides what a Ctrl-C does), and SIGTERM; a child under
-way is killed when the run is interrupted or the child runs past :data:`TIMEOUT`, and
-dies with the server, which ends with the run. A child's standard output and error go
+may use it; the threads of one process take turns (:data:`_LOCK`). The server and its
+children ignore SIGINT (the terminal sends it to the whole process group: the run
+decides what a Ctrl-C does), and SIGTERM; a child under way is killed when the run is
+interrupted or the child runs past :data:`TIMEOUT`, and dies with the server, which
+ends with the process that started it (or at :func:`shut_down`).
+
+The child checks what opening a study reads (headers, shapes, attributes, geometry, and
+the data a reader loads when it opens: a whole sinogram, ISMRMRD acquisitions); slices of
+fastMRI k-space are read later, in the run's own process, by the guarded reader
+(:mod:`medrecon.data.h5guard`). A child's standard output and error go
 to ``/dev/null``: what a dying library prints, the run's one line about it replaces.
 """
 
@@ -33,6 +39,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -137,22 +144,27 @@ class _Server:
 
 
 _SERVER: _Server | None = None
+_LOCK = threading.RLock()
+"""One request at a time: the threads of one process (a Dask worker's) share the server
+and its pipes."""
 
 
 def warm_up() -> None:
     """Start the opening server (in the background: it imports :data:`PRELOAD`) unless one
     is running."""
     global _SERVER
-    if _SERVER is None or not _SERVER.alive():
-        _SERVER = _Server()
+    with _LOCK:
+        if _SERVER is None or not _SERVER.alive():
+            _SERVER = _Server()
 
 
 def shut_down() -> None:
     """Stop the opening server, if any (it also stops when this process ends)."""
     global _SERVER
-    if _SERVER is not None:
-        _SERVER.close()
-        _SERVER = None
+    with _LOCK:
+        if _SERVER is not None:
+            _SERVER.close()
+            _SERVER = None
 
 
 atexit.register(shut_down)
@@ -166,9 +178,16 @@ def in_child(fn: Callable[..., Any], *args: Any, path: Path,
     An exception in this process while waiting (KeyboardInterrupt from SIGINT or SIGTERM)
     kills the child (and the server, started afresh next time) and propagates."""
     timeout = TIMEOUT if timeout is None else timeout
+    with _LOCK:
+        return _in_child(fn, args, path, timeout)
+
+
+def _in_child(fn: Callable[..., Any], args: tuple[Any, ...], path: Path,
+              timeout: float) -> ChildResult:
     warm_up()
     server = _SERVER
-    assert server is not None
+    if server is None:
+        raise OSError("the opening server did not start")
     start = time.perf_counter()
     try:
         return server.run(fn, args, path, timeout)
@@ -194,7 +213,7 @@ def serve() -> None:
     # the child under way and this server), and this server ends with the run
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
+    _watch_parent()
     logging.disable(logging.CRITICAL)  # silent: the run's own open reports warnings
     warnings.simplefilter("ignore")
     requests = sys.stdin.buffer
@@ -238,6 +257,20 @@ def serve() -> None:
         except Exception:  # noqa: BLE001 - a child that died while writing
             reply = None
         _send(answers, ("ended", os.waitstatus_to_exitcode(status), reply))
+
+
+def _watch_parent() -> None:
+    """End the server (and, through :func:`_die_with_parent`, its child) once the run's
+    process is gone, whichever of its threads started the server: ``PR_SET_PDEATHSIG``
+    follows the thread that forked, so the server polls its parent's pid instead."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="medrecon-parent-watch", daemon=True).start()
 
 
 def _die_with_parent() -> None:

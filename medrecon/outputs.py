@@ -83,14 +83,15 @@ def study_identity(input_file: str | os.PathLike[str] | None, *, study: str = ""
 
         return StudyIdentity(str(generate_uid()), patient_id, patient_name)
     fields = {"study": name}
-    if "{sha256}" in template:
-        fields["sha256"] = file_sha256(path)  # type: ignore[arg-type]
+    if "{sha256}" in template + patient_id + patient_name:
+        fields["sha256"] = file_sha256(path) if path is not None else ""
     try:
         return StudyIdentity(template.format(**fields), patient_id.format(**fields),
                              patient_name.format(**fields))
     except (KeyError, ValueError, IndexError) as exc:
-        raise InputError(None, "dicom study", f"bad template {template!r} ({exc}); fields: "
-                         "{study}, {sha256}") from None
+        raise InputError(None, "dicom", f"bad template in study={template!r}, patient_id="
+                         f"{patient_id!r} or patient_name={patient_name!r} ({exc}); "
+                         "fields: {study}, {sha256}") from None
 
 
 def write_reconstruction(volume: Volume, path: str | os.PathLike[str], *, method: str,

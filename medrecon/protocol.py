@@ -90,6 +90,19 @@ def _must(ok: Any, problem: str) -> Any:  # a validator: ValueError(problem) unl
     return check
 
 
+def _dicom_template(template: str) -> str:  # a DICOM identity template: {study}, {sha256}
+    try:
+        fields = [f[1:] for f in string.Formatter().parse(template) if f[1] is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write e.g. 'trial-4/{{study}}'") \
+            from None
+    for name, spec, conv in fields:
+        if name not in ("study", "sha256") or spec or conv:
+            raise ValueError(f"only the fields {{study}} and {{sha256}} are allowed, got "
+                             f"{{{name}}}")
+    return template
+
+
 def _naming(template: str) -> str:  # an output name template: {study}, {method}, no folders
     if "/" in template or "\\" in template:
         raise ValueError("a file name, without '/'")
@@ -164,9 +177,9 @@ class DicomIdentity(_Model):
     empty: ``{sha256}``. ``patient_id`` (empty: a pseudonymous ID from the key) and
     ``patient_name`` may use ``{study}`` too (:func:`medrecon.outputs.study_identity`)."""
 
-    study: str = ""
-    patient_id: str = ""
-    patient_name: str = ""
+    study: Annotated[str, AfterValidator(_dicom_template)] = ""
+    patient_id: Annotated[str, AfterValidator(_dicom_template)] = ""
+    patient_name: Annotated[str, AfterValidator(_dicom_template)] = ""
 
 
 class Outputs(_Model):

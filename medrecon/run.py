@@ -359,6 +359,10 @@ safe point even if the raised exception was swallowed (a signal that arrives ins
 weakref callback or ``__del__`` only prints "Exception ignored")."""
 
 
+_DEPTH = 0
+"""How many :func:`sigterm_as_interrupt` blocks of the main thread are open."""
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block SIGTERM raises :class:`Interrupted` and SIGINT KeyboardInterrupt
@@ -368,15 +372,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
         _STOP.set()
         raise Interrupted() if signum == signal.SIGTERM else KeyboardInterrupt()
 
+    global _DEPTH
+    if _DEPTH:  # nested (the command line's, then run_protocol's): one handler, one _STOP
+        yield
+        return
     _STOP.clear()
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
         yield
         return
+    _DEPTH += 1
     try:
         yield
     finally:
+        _DEPTH -= 1
         for sig, old in previous.items():
             signal.signal(sig, old)
 

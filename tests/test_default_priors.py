@@ -38,9 +38,11 @@ def test_default_prior_ships_with_its_recipe(modality):
     assert checkpoint.optimizer is None  # a weights-only export
     if len(stages) == 1:  # the loss fell (mean of the last 500 steps against the first 500)
         assert np.mean(checkpoint.losses[-500:]) < 0.5 * np.mean(checkpoint.losses[:500])
-    else:  # fine-tuned from the first stage's export, as the recipe says
+    else:  # fine-tuned from the first stage's export, as the recipe says; it learned the
+        # new data (shipped CT: 0.155 over the first 500 steps, 0.146 over the last 500)
         assert recipe["init"]["modality"] == modality
         assert recipe["init"]["steps"] == stages[0]["steps"]
+        assert np.mean(checkpoint.losses[-500:]) < 0.97 * np.mean(checkpoint.losses[:500])
 
 
 def _denoising_gain(prior, clean: torch.Tensor, sigma: float) -> float:

@@ -4,11 +4,13 @@ Output kinds: CT and MR image series (with and without a DICOM source, float and
 integer values), Secondary Capture, the Parametric Map of a standard-deviation map,
 a derived series of an enhanced multi-frame source, and the DICOM outputs of the
 command line (``simulate`` from DICOM then ``recon``, and ``run``). Skipped where
-dciodvfy is not installed (``.ci/run`` installs it: apt package dicom3tools).
+dciodvfy is not installed (``.ci/run`` installs it: apt package dicom3tools, and sets
+``MEDRECON_REQUIRE_DCIODVFY`` so that there the tests fail instead).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import replace
@@ -26,6 +28,8 @@ from medrecon.outputs import write_reconstruction
 from tests.test_dicom import ORIENTATION, square_ct_source, write_ct_series, write_enhanced
 
 DCIODVFY = shutil.which("dciodvfy")
+if DCIODVFY is None and os.environ.get("MEDRECON_REQUIRE_DCIODVFY"):  # CI: never skip
+    raise RuntimeError("dciodvfy (dicom3tools) is required here but not installed")
 pytestmark = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (dicom3tools) not installed")
 
 

@@ -487,3 +487,12 @@ def test_cli_validate(capsys, tmp_path):
     assert code == EXIT_BAD_INPUT and not out and "Traceback" not in err
     assert err == "medrecon: error: --set solver.params.x: unknown key for tv; expected one " \
                   "of iterations, weight\n"
+
+
+def test_a_bad_dicom_identity_template_is_refused_when_the_protocol_loads():
+    """Review find: a template with an unknown field loaded, and every study failed after
+    its reconstruction."""
+    with pytest.raises(InputError, match=r"outputs\.dicom\.study: only the fields"):
+        load_protocol("ct-sparse-fbp", ["outputs.dicom.study='{foo}'"])
+    assert load_protocol("ct-sparse-fbp", ["outputs.dicom.patient_id='P-{sha256}'"]
+                         ).outputs.dicom.patient_id == "P-{sha256}"

@@ -284,3 +284,38 @@ def test_without_isolation_no_child_is_used(sinogram, tmp_path, monkeypatch):
     summary = runner.run_protocol(load_protocol("ct-sparse-fbp"), inputs, tmp_path / "out",
                                   isolate=False, echo=lambda _: None)
     assert [o.status for o in summary.outcomes] == ["done"]
+
+
+def slow_ok(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_threads_of_one_process_take_turns_on_the_server(tmp_path):
+    """Review find: threads sharing the server's pipes took each other's replies and hung
+    (a Dask worker with several threads)."""
+    results: list[isolation.ChildResult] = []
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            results.append(isolation.in_child(slow_ok, 0.01, path=tmp_path / f"{i}.h5",
+                                              timeout=60))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(results) == 12 and all(r.ok for r in results), results
+
+
+def test_the_server_outlives_the_thread_that_started_it(tmp_path):
+    """Review find: PR_SET_PDEATHSIG killed the server when the thread that started it
+    ended, not when the run's process did."""
+    isolation.shut_down()
+    starter = threading.Thread(target=isolation.warm_up)
+    starter.start()
+    starter.join()
+    time.sleep(0.5)
+    assert isolation._SERVER is not None and isolation._SERVER.alive()
+    assert isolation.in_child(slow_ok, 0.0, path=tmp_path / "x.h5", timeout=60).ok

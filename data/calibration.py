@@ -1,4 +1,4 @@
-"""Limits of the coil calibration region of Cartesian MRI (torch-free, so that the
+"""Coil calibration limits and coil processing choices of MRI (torch-free, so that the
 command line and the protocol schema can state them without loading torch).
 
 fastMRI's narrowest setting, R = 8 with a 4 % centre, gives 10 fully sampled centre
@@ -16,6 +16,10 @@ MIN_CALIBRATION = 4
 """The narrowest calibration region (fully sampled centre lines) of a Cartesian file,
 of ``recon mri --calibration`` and of the protocol's ``acquisition.calibration``: one
 limit."""
+
+PREWHITEN = ("auto", "noise", "off")
+"""Prewhitening choices: ``auto`` whitens with the file's noise scan when it has one,
+``noise`` requires one, ``off`` never whitens."""
 
 MIN_ESPIRIT_CALIBRATION = 6
 """The narrowest region ESPIRiT calibrates on (with the 3 x 3 to 5 x 5 kernel that

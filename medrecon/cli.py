@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from medrecon import __version__
-from medrecon.data.calibration import MIN_CALIBRATION
+from medrecon.data.calibration import MIN_CALIBRATION, PREWHITEN
 from medrecon.errors import InputError, MedreconError
 from medrecon.methods import names
 from medrecon.threads import apply_thread_policy
@@ -415,7 +415,7 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str | None, sigma_y: float
 @click.option("--compress", type=click.IntRange(min=1), default=None,
               help="Coil compression to this many virtual coils (SVD, per slice) "
                    "[default: none].")
-@click.option("--prewhiten", type=click.Choice(["auto", "noise", "off"]), default="auto",
+@click.option("--prewhiten", type=click.Choice(PREWHITEN), default="auto",
               show_default=True,
               help="Decorrelate the coils with the noise scan: auto (when the file has "
                    "one: ISMRMRD), noise (require one), off.")

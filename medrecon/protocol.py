@@ -49,7 +49,7 @@ from typing import Annotated, Any, Literal, NamedTuple, NoReturn, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, PrivateAttr, ValidationError
 
-from medrecon.data.calibration import MIN_CALIBRATION
+from medrecon.data.calibration import MIN_CALIBRATION, PREWHITEN
 from medrecon.errors import InputError
 from medrecon.methods import METHODS, MODALITIES, names
 
@@ -150,7 +150,7 @@ class Acquisition(_Model):
     coils: int | None = Field(None, ge=1)
     calibration: int | None = Field(None, ge=MIN_CALIBRATION)
     compress: int | None = Field(None, ge=1, description="virtual coils; null: none")
-    prewhiten: Literal["auto", "noise", "off"] = Field(
+    prewhiten: Literal[PREWHITEN] = Field(  # type: ignore[valid-type]
         "auto", description="with the noise scan: auto (when there is one), noise, off")
 
 

@@ -34,6 +34,7 @@ from medrecon.data.calibration import (
     DEFAULT_CALIBRATION,
     MIN_CALIBRATION,
     MIN_ESPIRIT_CALIBRATION,
+    PREWHITEN,
     calibration_width,
 )
 from medrecon.errors import InputError
@@ -401,11 +402,6 @@ class MRITask(BaseTask):
             self._baseline = zero_filled(self.problem).image if self._cartesian \
                 else self.rough_image()
         return self._baseline
-
-
-PREWHITEN = ("auto", "noise", "off")
-"""Prewhitening choices: ``auto`` whitens with the file's noise scan when it has one,
-``noise`` requires one, ``off`` never whitens."""
 
 
 class MRIStudy(Study):

@@ -177,10 +177,13 @@ def test_a_signal_whose_exception_was_swallowed_still_stops_the_run(studies, tmp
     inputs = [tmp_path / "a.h5", tmp_path / "b.h5"]
     for path in inputs:
         path.write_bytes(studies["ct"].read_bytes())
-    with pytest.raises(KeyboardInterrupt), runner.sigterm_as_interrupt():
-        runner._STOP.set()
+    with pytest.raises(KeyboardInterrupt), runner.sigterm_as_interrupt():  # as the CLI's
         runner.run_protocol(load_protocol("ct-sparse-fbp"), inputs, out, echo=lambda _: None)
     assert list(out.iterdir()) == []  # nothing published, no staging or claim left
+    with pytest.raises(KeyboardInterrupt), runner.sigterm_as_interrupt():
+        runner._STOP.set()  # a stop while the protocol loaded is not lost by the run's block
+        runner.run_protocol(load_protocol("ct-sparse-fbp"), inputs, out, echo=lambda _: None)
+    assert list(out.iterdir()) == []
     code = main(["run", "ct-sparse-fbp", str(inputs[0]), "-o", str(out)])
     assert code == 130 and list(out.iterdir()) == []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from medrecon.data.calibration import MIN_CALIBRATION, PREWHITEN
 from medrecon.errors import InputError, MedreconError
 from medrecon.methods import names
 from medrecon.threads import apply_thread_policy
+
+if TYPE_CHECKING:
+    from medrecon.data.dicom import StudyIdentity
 
 log = logging.getLogger("medrecon")
 
@@ -51,7 +55,8 @@ def method_options(command):
     return command
 
 
-def dicom_identity(input_file: Path, items: tuple[str, ...], output: Path):
+def dicom_identity(input_file: Path, items: tuple[str, ...], output: Path
+                   ) -> StudyIdentity | None:
     """The DICOM study identity from ``--dicom KEY=VALUE`` options
     (:func:`medrecon.outputs.study_identity`); ``None`` unless ``output`` is DICOM (the
     options are checked either way)."""
@@ -400,7 +405,9 @@ def recon_ct(sinogram: Path, method: str, fbp_filter: str | None, sigma_y: float
     with open_study(sinogram, "ct", geometry=geometry, image_units=units,
                     sigma_y=sigma_y) as study:
         recon_study(study, method, given, output, prior, seed, torch_device, dicom)
-        if study.facts.get("metrics_region") == "field_of_view":
+        from medrecon.studies.ct import METRICS_REGION
+
+        if study.facts.get("metrics_region") == METRICS_REGION:
             click.echo("metrics computed inside the reference's field of view (its padding "
                        "and out-of-field pixels excluded)")
 

@@ -98,6 +98,8 @@ def _describe_hdf5(path: Path) -> dict[str, object]:
         kind = str(attributes(f, path, ("format",)).get("format", ""))
         datasets = walk(f, path)
     info: dict[str, object] = {"format": "HDF5"}
+    # ISMRMRD as medrecon.data.kspace.is_ismrmrd sees it, from the listing already read
+    ismrmrd = "kspace" not in datasets and {"dataset/xml", "dataset/data"} <= datasets.keys()
     if kind == SINOGRAM_FORMAT:
         sino = read_sinogram(path)
         g = sino.geometry
@@ -115,12 +117,12 @@ def _describe_hdf5(path: Path) -> dict[str, object]:
         if g.beam == "fan":
             info.update({"source to isocentre mm": g.source_to_isocenter,
                          "isocentre to detector mm": g.isocenter_to_detector})
-    elif "kspace" in datasets or _is_ismrmrd(path):
+    elif "kspace" in datasets or ismrmrd:
         # what a reconstruction would find; a file it refuses is still listed, with why
-        from medrecon.data.kspace import FastMRIFile, IsmrmrdFile, is_ismrmrd
+        from medrecon.data.kspace import FastMRIFile, IsmrmrdFile
 
         try:
-            if is_ismrmrd(path):
+            if ismrmrd:
                 with IsmrmrdFile(path) as raw:
                     info.update(raw.describe())
             else:
@@ -130,12 +132,6 @@ def _describe_hdf5(path: Path) -> dict[str, object]:
             info["problem"] = f"{exc.field}: {exc.problem}" if exc.field else exc.problem
     info["datasets"] = {name: _dtype_text(value) for name, value in datasets.items()}
     return info
-
-
-def _is_ismrmrd(path: Path) -> bool:
-    from medrecon.data.kspace import is_ismrmrd  # torch: only for k-space files
-
-    return is_ismrmrd(path)
 
 
 def _dtype_text(description: str) -> str:

@@ -239,7 +239,7 @@ def reconstruct_study(study: Study, method_name: str, given: Mapping[str, object
         record = method(method_name, study.modality)
         params = record.parameters(study.modality, given)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise InputError(None, "method", _one_line(exc)) from None
+        raise InputError(None, "method", one_line(exc)) from None
     result = study.reconstruct(record, params, prior=prior, device=device, generator=generator,
                                label=label)
     source = study.dicom_source
@@ -503,7 +503,7 @@ def process_study(job: StudyJob) -> StudyOutcome:
         return _process_study(job)
     except Exception as exc:  # noqa: BLE001 - a failing study must not stop the others
         logger.debug("study %s failed", job.study.name, exc_info=True)
-        return _outcome(job, "failed", _failure(exc, job.study.path))
+        return _outcome(job, "failed", failure_line(exc, job.study.path))
 
 
 def _process_study(job: StudyJob) -> StudyOutcome:
@@ -530,7 +530,7 @@ def _process_study(job: StudyJob) -> StudyOutcome:
         try:  # a file or acquisition that does not fit fails before the folder is touched
             opened = open_checked(job.protocol, job.study.path)
         except Exception as exc:  # noqa: BLE001 - reported per study
-            return _outcome(job, "failed", _failure(exc, job.study.path), unfit=True)
+            return _outcome(job, "failed", failure_line(exc, job.study.path), unfit=True)
         with opened:
             job.outdir.mkdir(parents=True, exist_ok=True)
             claim = Claim.acquire(job.outdir, job.stem, job.protocol.hash,
@@ -599,7 +599,7 @@ def _compute(job: StudyJob, opened: Study, claim: Claim,
     except Exception as exc:  # noqa: BLE001 - a failing study must not stop the others
         shutil.rmtree(staging, ignore_errors=True)
         logger.debug("study %s failed", job.study.name, exc_info=True)
-        return _outcome(job, "failed", _failure(exc, job.study.path),
+        return _outcome(job, "failed", failure_line(exc, job.study.path),
                         time.perf_counter() - start)
     metrics = "".join(f", {k} {v:.4g}" for k, v in result.metrics.items())
     count = len(result.warnings)
@@ -614,15 +614,6 @@ def _prior(job: StudyJob, device: torch.device):
     if key not in _PRIORS:
         _PRIORS[key] = load_prior(job.prior_reference, job.protocol.modality, device)
     return _PRIORS[key][0]
-
-
-def _failure(exc: BaseException, path: Path) -> str:
-    """A study's failure in one line (:func:`medrecon.isolation.failure_line`)."""
-    return failure_line(exc, path)
-
-
-def _one_line(exc: BaseException) -> str:
-    return one_line(exc)
 
 
 def _json_default(value: object) -> object:

@@ -142,7 +142,7 @@ def test_a_corrupt_file_is_reported_from_the_child_as_in_process(sinogram, tmp_p
     with pytest.raises(Exception) as raised:
         runner.validate_study(protocol, bad)
     assert not child.ok and not child.crashed
-    assert child.message == runner._failure(raised.value, bad)
+    assert child.message == isolation.failure_line(raised.value, bad)
     assert str(bad) in child.message
 
 

@@ -63,10 +63,8 @@ def image_metrics(image: np.ndarray, reference: np.ndarray,
     x = torch.as_tensor(np.asarray(image, dtype=np.float64)).reshape(-1, *image.shape[-2:])
     ref = torch.as_tensor(np.asarray(reference, dtype=np.float64)).reshape(x.shape)
     m = None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool)).reshape(x.shape)
-    inside = ref if m is None else ref[m]
-    data_range = float(inside.max() - inside.min())
-    return {"psnr": float(psnr(x, ref, data_range=data_range, mask=m)),
-            "ssim": float(ssim(x, ref, data_range=data_range, mask=m)),
+    return {"psnr": float(psnr(x, ref, mask=m)),  # data range: the reference's, in the mask
+            "ssim": float(ssim(x, ref, mask=m)),
             "nmse": float(nmse(x, ref, mask=m))}
 
 

@@ -6,11 +6,15 @@ tests/test_mri_study.py), 8 coils, 2D Poisson-disc masks with a 12 x 12 centre a
 and 8, noise 1e-3 and 2e-2 (bench_priors' MR_small rows, on images never used for
 evaluation there). DDS runs on the prior's grid with each factor ``f`` of ``--factors``
 (1: the native grid, matching off; 2 is what
-:func:`medrecon.studies.mri_resolution.resolution_factor` picks for 64 x 64), zero-filling and
-L1-wavelet for reference. Prints a Markdown table of mean PSNR / SSIM per row.
+:func:`medrecon.studies.mri_resolution.resolution_factor` picks for 64 x 64), with each
+number of ESPIRiT map sets of ``--sets`` (1: the second set forced empty; 2: both, the
+default, :mod:`medrecon.studies.mri_sets`) and each second-set standard deviation of
+``--second-std`` (default :data:`medrecon.studies.mri_sets.SECOND_SET_STD`), zero-filling
+and L1-wavelet for reference. Prints a Markdown table of mean PSNR / SSIM per row.
 
     python bench/bench_prior_resolution.py [--images 2] [--first-seed 10000]
-                                           [--factors 1,2,4] [--steps 50]
+                                           [--factors 1,2,4] [--sets 1,2]
+                                           [--second-std 0,0.015] [--steps 50]
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import numpy as np
 import torch
 
 import medrecon.studies.mri_resolution as resolution
+import medrecon.studies.mri_sets as map_sets
 from medrecon.data.kspace_simulate import simulate_kspace
 from medrecon.data.kspace_write import write_kspace_file
 from medrecon.priors.defaults import load_named_prior
 from medrecon.run import reconstruct_study
 from medrecon.studies import open_study
+from medrecon.studies.mri import MRITask
 
 
 def fov_filling_slice(seed: int, size: int = 64) -> np.ndarray:
@@ -51,10 +57,16 @@ def fov_filling_slice(seed: int, size: int = 64) -> np.ndarray:
 
 
 def run(path: Path, method: str, prior, factor: int | None = None,
-        given: dict | None = None) -> tuple[float, float, float]:
-    original = resolution.resolution_factor
+        given: dict | None = None, sets: int = 2,
+        second_std: float | None = None) -> tuple[float, float, float]:
+    original = (resolution.resolution_factor, MRITask.soft_sense_problem,
+                map_sets.SECOND_SET_STD)
     if factor is not None:
         resolution.resolution_factor = lambda shape, size: factor
+    if sets == 1:
+        MRITask.soft_sense_problem = lambda self: None
+    if second_std is not None:
+        map_sets.SECOND_SET_STD = second_std
     try:
         start = time.perf_counter()
         with open_study(path, "mri") as study:
@@ -62,14 +74,17 @@ def run(path: Path, method: str, prior, factor: int | None = None,
                                        generator=torch.Generator().manual_seed(0))
         return result.metrics["psnr"], result.metrics["ssim"], time.perf_counter() - start
     finally:
-        resolution.resolution_factor = original
+        (resolution.resolution_factor, MRITask.soft_sense_problem,
+         map_sets.SECOND_SET_STD) = original
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--first-seed", type=int, default=10_000)
-    parser.add_argument("--factors", default="1,4")
+    parser.add_argument("--factors", default="1,2")
+    parser.add_argument("--sets", default="2")
+    parser.add_argument("--second-std", default=None)
     parser.add_argument("--steps", type=int, default=None, help="DDS steps (default: its own)")
     parser.add_argument("--accelerations", default="4,8")
     parser.add_argument("--noise", default="1e-3,2e-2")
@@ -77,9 +92,19 @@ def main() -> None:
     prior, _ = load_named_prior("default", "mri")
     factors = [int(f) for f in args.factors.split(",")]
     given = {} if args.steps is None else {"steps": args.steps}
-    columns = [("zf", None), ("l1wavelet", None)] + [("dds", f) for f in factors]
-    print("| R | noise | " + " | ".join(m if f is None else f"{m} f={f}" for m, f in columns)
-          + " |")
+    stds = [None] if args.second_std is None else \
+        [float(v) for v in args.second_std.split(",")]
+    columns = [("zf", None, 2, None), ("l1wavelet", None, 2, None)] + [
+        ("dds", f, sets, std) for f in factors for sets in map(int, args.sets.split(","))
+        for std in (stds if sets == 2 else [None])]
+
+    def heading(method, factor, sets, std):
+        if factor is None:
+            return method
+        return f"{method} f={factor} {sets} set{'s' if sets > 1 else ''}" + (
+            "" if std is None else f" std {std:g}")
+
+    print("| R | noise | " + " | ".join(heading(*c) for c in columns) + " |")
     print("|---|---|" + "---|" * len(columns), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for acceleration in (int(a) for a in args.accelerations.split(",")):
@@ -93,10 +118,10 @@ def main() -> None:
                     path = Path(tmp) / f"r{acceleration}_{sigma:g}_{k}.h5"
                     write_kspace_file(path, sim.kspace, mask=sim.mask, trajectory=None,
                                       reference=sim.reference, image_shape=sim.image_shape)
-                    for i, (method, factor) in enumerate(columns):
+                    for i, (method, factor, sets, std) in enumerate(columns):
                         scores.setdefault(i, []).append(
                             run(path, method, prior, factor,
-                                given if method == "dds" else None))
+                                given if method == "dds" else None, sets, std))
                 cells = []
                 for i in range(len(columns)):
                     psnr, ssim, seconds = np.mean(scores[i], axis=0)

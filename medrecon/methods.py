@@ -372,9 +372,10 @@ def dds_gamma(task: Task, p: DDSParams, denoiser: Denoiser) -> float:
 
 
 def _prior_grid(task: Task, prior) -> Task:
-    """The task on the prior's finer image grid where its study offers one (an MRI
-    image under half the prior's training size, :mod:`medrecon.studies.mri_resolution`:
-    its solution is brought back by the study), else ``task``."""
+    """The task as the prior sees it where its study offers one (an MRI image under half
+    the prior's training size on a finer grid, both ESPIRiT map sets where there are
+    two; :mod:`medrecon.studies.mri_resolution`: its solution is brought back by the
+    study), else ``task``."""
     fine = getattr(task, "prior_grid_task", None)
     return (fine(prior) if fine is not None else None) or task
 
@@ -396,6 +397,7 @@ def _dds(task: Task, p: DDSParams, prior, generator):
 
 
 def _rmpvi(task: Task, p: RMPVIParams, prior, generator):
+    task = _prior_grid(task, prior)
     problem, arguments, _ = _diffusion(task, p, prior, generator)
     return problem, {**arguments, "inner_iter": p.inner_iter, "gamma": p.gamma,
                      "cg_iter": p.cg_iter, "x_init": task.rough_image(), "zeta": None}

@@ -41,6 +41,7 @@ from medrecon.operators.ct import ConeBeam3D, CTProjector, ParallelBeam3D
 from medrecon.operators.ct_geometry import CTGeometry
 from medrecon.operators.finite_difference import FiniteDifference
 from medrecon.operators.kspace_crop import KSpaceCrop
+from medrecon.operators.map_sets import SetwiseCrop, SoftSENSE
 from medrecon.operators.mri import CartesianMRI, FFT2c
 from medrecon.operators.nufft import NonCartesianMRI, ToeplitzNormal
 from medrecon.operators.sampling import radial_trajectory, random_mask
@@ -235,6 +236,18 @@ def _sense_kspace_crop(device, dtype):
     return _cartesian(3, "2d")(device, dtype) @ KSpaceCrop((14, 20), (7, 10), dtype=dtype,
                                                             device=device)
 
+def _soft_sense(device, dtype):
+    """Two map sets on a 7 x 10 image (stacked domain 14 x 10), a random 2D mask."""
+    return SoftSENSE(_cartesian(3, "2d")(device, dtype), _seeded((3, 7, 10), dtype, "cpu", 9))
+
+
+def _soft_sense_setwise_crop(device, dtype):
+    """Two map sets after the crop of each set image from 14 x 20 (the operator of a
+    diffusion method with both sets on the prior's grid, :mod:`medrecon.studies.mri_resolution`)."""
+    return _soft_sense(device, dtype) @ SetwiseCrop(KSpaceCrop((14, 20), (7, 10), dtype=dtype,
+                                                               device=device))
+
+
 _TOEPLITZ_NOTE = ("normal by Toeplitz embedding differs from adjoint(forward) by up to about "
                   "1e-5 relative in either precision (the kernel's interpolation error, see "
                   "operators/nufft.py), so its normal checks use the 3e-5 of "
@@ -306,6 +319,8 @@ OPERATORS: dict[str, OperatorSpec] = {
     "mri_toeplitz_normal": OperatorSpec(_toeplitz, COMPLEX),
     "mri_kspace_crop": OperatorSpec(_kspace_crop, COMPLEX, norm=lambda A: A.scale),
     "mri_sense_kspace_crop": OperatorSpec(_sense_kspace_crop, COMPLEX),
+    "mri_soft_sense": OperatorSpec(_soft_sense, COMPLEX),
+    "mri_soft_sense_setwise_crop": OperatorSpec(_soft_sense_setwise_crop, COMPLEX),
 }
 
 

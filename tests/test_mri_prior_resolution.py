@@ -13,7 +13,7 @@ from medrecon.studies import problem_of
 from medrecon.studies.mri import MRITask, kspace_radius
 from medrecon.studies.mri_resolution import (
     PRIOR_TRAINING_SIZE,
-    FineTask,
+    PriorGridTask,
     prior_grid_task,
     prior_training_size,
     resolution_factor,
@@ -111,7 +111,7 @@ def test_a_64_study_runs_on_the_prior_grid_with_the_same_data_weight(prior):
     params = METHODS["dds"].parameters("mri")
     problem, arguments = METHODS["dds"].prepare(task, params, prior, None)
     fine = task.prior_grid
-    assert isinstance(fine, FineTask) and fine.grid_factor == 2
+    assert isinstance(fine, PriorGridTask) and fine.grid_factor == 2
     assert problem.operator.domain_shape == (128, 128)
     assert fine.operator_norm() == pytest.approx(task.operator_norm() / 2, rel=1e-12)
     generator = torch.Generator().manual_seed(0)

@@ -194,8 +194,9 @@ def test_soft_sense_second_map_set_where_the_field_of_view_cuts_the_object():
     orthonormal to the first set there, empty on an object inside the field of view;
     the two-set operator is the sum of two SENSE operators, with its adjoint."""
     from medrecon.operators.coils import espirit_maps, espirit_second_set
+    from medrecon.operators.map_sets import SoftSENSE
     from medrecon.operators.mri import CartesianMRI
-    from medrecon.studies.mri_sets import SoftSENSE, combine
+    from medrecon.studies.mri_sets import combine
 
     sim = simulate_kspace(fov_filling_slice(20_000, fraction=0.7)[None], coils=8,
                           pattern="poisson", acceleration=4, center_fraction=0.19,

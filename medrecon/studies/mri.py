@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,7 @@ if TYPE_CHECKING:
     from medrecon.operators.nufft import NonCartesianMRI
     from medrecon.priors.base import Denoiser
     from medrecon.solvers.problem import Problem
-    from medrecon.studies.mri_resolution import FineTask
+    from medrecon.studies.mri_resolution import PriorGridTask
 
 logger = logging.getLogger(__name__)
 
@@ -316,19 +315,20 @@ class MRITask(BaseTask):
         self._baseline: torch.Tensor | None = None
         self._soft: Problem | bool | None = None
         self._density: torch.Tensor | bool | None = None
-        self.prior_grid: FineTask | None = None
+        self.prior_grid: PriorGridTask | None = None
         """The task on the prior's grid a diffusion method last ran on (or ``None``)."""
 
-    def prior_grid_task(self, denoiser: Denoiser) -> FineTask | None:
-        """This task on the prior's finer grid where the image is under half the prior's
-        training size (:mod:`medrecon.studies.mri_resolution`), else ``None``; kept in
+    def prior_grid_task(self, denoiser: Denoiser) -> PriorGridTask | None:
+        """This task as a diffusion prior solves it (:mod:`medrecon.studies.mri_resolution`:
+        on the prior's finer grid where the image is under half the prior's training
+        size, with both map sets where there are two), else ``None``; kept in
         :attr:`prior_grid` so that :meth:`MRIStudy.reconstruct` brings the solution
         back."""
         from medrecon.studies.mri_resolution import prior_grid_task
 
         fine = prior_grid_task(self, denoiser)
-        if fine is None or self.prior_grid is None \
-                or self.prior_grid.crop.fine_shape != fine.crop.fine_shape:
+        if fine is None or self.prior_grid is None or \
+                self.prior_grid.problem.operator.domain_shape != fine.problem.operator.domain_shape:
             self.prior_grid = fine
         return self.prior_grid
 
@@ -342,7 +342,7 @@ class MRITask(BaseTask):
             op = self.problem.operator
             if self.calibration and self._cartesian and op.maps is not None:
                 from medrecon.operators.coils import espirit_second_set
-                from medrecon.studies.mri_sets import SoftSENSE
+                from medrecon.operators.map_sets import SoftSENSE
 
                 second = espirit_second_set(self.problem.y, self.calibration, op.maps)
                 if self.whitened:  # the first set's gain (whitened_maps) on the second
@@ -554,13 +554,14 @@ class MRIStudy(Study):
                 record = method.run(task, params, prior=prior, generator=generator,
                                     callback=progress(i, f.num_slices))
                 fine = task.prior_grid
-                if fine is not None and tuple(record.image.shape[-2:]) == fine.crop.fine_shape:
-                    record = fine.to_coarse(record)  # solved on the prior's grid
+                if fine is not None and \
+                        tuple(record.image.shape[-2:]) == fine.problem.operator.domain_shape:
+                    record = fine.to_coarse(record)  # solved as the prior sees the task
                 height = task.problem.operator.domain_shape[0]
                 if record.image.shape[-2] == 2 * height:  # soft SENSE: two map sets
-                    from medrecon.studies.mri_sets import combine
+                    from medrecon.studies.mri_sets import combine_record
 
-                    record = replace(record, image=combine(record.image, height))
+                    record = combine_record(record, height)
                 warnings += plausibility_warnings(
                     task, record, fits_data=method.fits_data,
                     where=f"slice {i}: " if f.num_slices > 1 else "", support=support)

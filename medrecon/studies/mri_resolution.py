@@ -32,9 +32,9 @@ Where the task has a second ESPIRiT map set (an object that fills the field of v
 (stacked, each on the finer grid, ``C`` cropping each), with the prior on the first and
 :class:`medrecon.studies.mri_sets.SecondSetPrior`'s Gaussian on the second; this
 applies at ``f = 1`` too. On the generated 64 x 64 slices above, DDS on the prior's grid
-with both sets gave 41.3 / 30.4 / 33.4 / 28.0 dB against 35.3 / 30.0 / 30.0 / 27.5 with
-one (the first set's maps alone force an error into the whole image where they cannot
-explain the coil images).
+with both sets gave 41.3 / 30.1 / 33.3 / 28.0 dB against 35.4 / 29.7 / 30.1 / 27.7 with
+one, and 38.3 / 26.5 / 31.9 / 26.8 on the native grid (the first set's maps alone force
+an error into the whole image where they cannot explain the coil images).
 """
 
 from __future__ import annotations

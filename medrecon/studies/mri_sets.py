@@ -26,22 +26,23 @@ scan's scale). The solvers see one denoiser of the contract
 set on the native grid it had: run with both sets on the prior's grid it lost 3 to 4 dB
 on pydicom's MR_small (an observation on the evaluation image, not a tuning of it).
 :data:`SECOND_SET_STD` was chosen with DDS on generated held-out brain slices zoomed to
-fill a 64 x 64 field of view (seeds 10000 and 10001, 8 coils, Poisson-disc R = 4 and 8,
-noise 1e-3 and 2e-2; DDS on the prior's grid, mean PSNR dB):
+fill a 64 x 64 field of view (``python bench/bench_prior_resolution.py --factors 2
+--sets 1,2 --second-std 0,0.01,0.015,0.0173,0.0316``: seeds 10000 and 10001, 8 coils,
+Poisson-disc R = 4 and 8, noise 1e-3 and 2e-2, DDS on the prior's grid; mean PSNR dB
+by the second set's standard deviation):
 
-=============  =========  ====================  =====  =====  =====  =====
-R, noise       one set    v = 0 (second set 0)  1e-4   3e-4   1e-3   L1
-=============  =========  ====================  =====  =====  =====  =====
-4, 1e-3        35.30      39.52                 41.27  41.07  40.02  34.88
-4, 2e-2        29.98      30.16                 30.35  30.34  30.20  28.33
-8, 1e-3        30.01      32.76                 33.44  33.50  33.31  30.24
-8, 2e-2        27.54      27.91                 28.02  28.01  27.93  25.77
-=============  =========  ====================  =====  =====  =====  =====
+=========  =======  =====  =====  =====  ======  ======
+R, noise   one set  0      0.01   0.015  0.0173  0.0316
+=========  =======  =====  =====  =====  ======  ======
+4, 1e-3    35.41    39.78  41.45  41.34  41.23   40.13
+4, 2e-2    29.74    29.95  30.11  30.10  30.09   29.96
+8, 1e-3    30.05    32.50  33.21  33.28  33.28   33.11
+8, 2e-2    27.73    27.90  28.00  28.00  27.99   27.90
+=========  =======  =====  =====  =====  ======  ======
 
-With ``v = 0`` the second set is fitted by the data-consistency step alone, from zero at
-every noise level; a larger ``v`` lets DDS carry it from level to level like the image,
-and beyond 1e-3 it takes up noise. A stronger penalty than ``v = 0`` gives (the second
-set's maps scaled by 0.3) fell back towards one set (36.4 dB on the first row).
+With a standard deviation of 0 the second set is fitted by the data-consistency step
+alone, from zero at every noise level; a larger one lets DDS carry it from level to
+level like the image, and at 0.03 it starts to take up noise.
 """
 
 from __future__ import annotations

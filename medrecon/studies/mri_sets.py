@@ -85,7 +85,7 @@ def combine_record(record: Reconstruction, height: int) -> Reconstruction:
         samples = combine(samples, height)
         std = sample_statistics(samples)[1] if std is not None else None
     elif std is not None:
-        std = combine(std.to(torch.complex64), height).abs()
+        std = combine(std.to(torch.promote_types(std.dtype, torch.complex64)), height).abs()
     return replace(record, image=combine(record.image, height), samples=samples, std=std,
                    info={**record.info, "map_sets": 2})
 
@@ -93,9 +93,9 @@ def combine_record(record: Reconstruction, height: int) -> Reconstruction:
 @dataclass(frozen=True)
 class SecondSetPrior:
     """The prior ``p(x_1) N(x_2; 0, variance I)`` on the stacked domain ``(2 height, W)``
-    of :class:`SoftSENSE` (module docstring): ``denoiser`` on the first ``height`` rows,
-    the Gaussian's exact denoiser ``variance / (variance + sigma^2) x_2`` on the others.
-    The intensity map is ``denoiser``'s."""
+    of :class:`medrecon.operators.map_sets.SoftSENSE` (module docstring): ``denoiser`` on
+    the first ``height`` rows, the Gaussian's exact denoiser ``variance / (variance +
+    sigma^2) x_2`` on the others. The intensity map is ``denoiser``'s."""
 
     denoiser: Denoiser
     height: int

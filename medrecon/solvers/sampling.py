@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import torch
 
 from medrecon.priors.base import standard_noise
 from medrecon.solvers.linalg import real_view
-from medrecon.solvers.problem import Problem
+from medrecon.solvers.problem import Problem, Reconstruction
 
 
 def start_noise(problem: Problem, n_samples: int, sigma_max: float,
@@ -31,3 +34,19 @@ def sample_statistics(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         squared = squared.sum(-1)
     std = squared.sum(0).div(samples.shape[0] - 1).sqrt()
     return mean, std
+
+
+def mapped_record(record: Reconstruction, transform: Callable[[torch.Tensor], torch.Tensor],
+                  std_transform: Callable[[torch.Tensor], torch.Tensor],
+                  **info: object) -> Reconstruction:
+    """``record`` with ``transform`` applied to its image and samples, the std recomputed
+    from the transformed samples (:func:`sample_statistics`) or, without samples,
+    ``std_transform(std)``; ``info`` added to its info."""
+    samples, std = record.samples, record.std
+    if samples is not None:
+        samples = transform(samples)
+        std = sample_statistics(samples)[1] if std is not None else None
+    elif std is not None:
+        std = std_transform(std)
+    return dataclasses.replace(record, image=transform(record.image), samples=samples,
+                               std=std, info={**record.info, **info})

@@ -40,7 +40,6 @@ an error into the whole image where they cannot explain the coil images).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -110,9 +109,11 @@ class PriorGridTask:
         self.sets = 1 if soft is None else 2
         self.crop: KSpaceCrop = KSpaceCrop((factor * h, factor * w), (h, w), dtype=A.dtype,
                                            device=A.device)
+        self._set_crop = self.crop if soft is None else SetwiseCrop(self.crop)
+        """``C`` on this task's image: the crop, or the crop of each set."""
         operator = A if soft is None else soft.operator
         if factor > 1:
-            operator = operator @ (self.crop if soft is None else SetwiseCrop(self.crop))
+            operator = operator @ self._set_crop
         self.problem = problem_of(operator, task.problem.y)
 
     def operator_norm(self) -> float:
@@ -148,20 +149,13 @@ class PriorGridTask:
         """``record`` of this task's problem as one image of the coarse task: each set
         brought back by ``C`` (samples cropped, the std recomputed from them), then the
         two sets combined (:func:`medrecon.studies.mri_sets.combine_record`)."""
-        from medrecon.operators.map_sets import SetwiseCrop
-        from medrecon.solvers.sampling import sample_statistics
+        from medrecon.solvers.sampling import mapped_record
         from medrecon.studies.mri_sets import combine_record
 
-        if self.grid_factor > 1:
-            crop = self.crop if self.sets == 1 else SetwiseCrop(self.crop)
-            samples, std = record.samples, record.std
-            if samples is not None:
-                samples = crop(samples)
-                std = sample_statistics(samples)[1] if std is not None else None
-            elif std is not None:  # no samples to crop: the band-limited std, intensity kept
-                std = crop(std.to(crop.dtype)).abs()
-            record = replace(record, image=crop(record.image), samples=samples, std=std,
-                             info={**record.info, "prior_grid": list(self.crop.fine_shape)})
+        if self.grid_factor > 1:  # without samples: the band-limited std, intensity kept
+            crop = self._set_crop
+            record = mapped_record(record, crop, lambda std: crop(std.to(crop.dtype)).abs(),
+                                   prior_grid=list(self.crop.fine_shape))
         return record if self.sets == 1 else combine_record(record, self.crop.shape[0])
 
 

@@ -47,7 +47,7 @@ level like the image, and at 0.03 it starts to take up noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -78,16 +78,12 @@ def combine_record(record: Reconstruction, height: int) -> Reconstruction:
     """``record`` of a stacked solution with its image and samples combined
     (:func:`combine`), the std recomputed from the combined samples (without samples,
     the root sum of squares of the two sets' std)."""
-    from medrecon.solvers.sampling import sample_statistics
+    from medrecon.solvers.sampling import mapped_record
 
-    samples, std = record.samples, record.std
-    if samples is not None:
-        samples = combine(samples, height)
-        std = sample_statistics(samples)[1] if std is not None else None
-    elif std is not None:
-        std = combine(std.to(torch.promote_types(std.dtype, torch.complex64)), height).abs()
-    return replace(record, image=combine(record.image, height), samples=samples, std=std,
-                   info={**record.info, "map_sets": 2})
+    def combine_std(std: torch.Tensor) -> torch.Tensor:
+        return combine(std.to(torch.promote_types(std.dtype, torch.complex64)), height).abs()
+
+    return mapped_record(record, lambda x: combine(x, height), combine_std, map_sets=2)
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ class SecondSetPrior:
 
     denoiser: Denoiser
     height: int
-    variance: float = SECOND_SET_STD**2
+    variance: float
 
     @property
     def is_complex(self) -> bool:

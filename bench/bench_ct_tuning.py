@@ -8,11 +8,12 @@ views with 2e4 photons. Every setting runs through :func:`medrecon.run.reconstru
 (the path of the command line); prints mean PSNR (dB, data range max - min) over all
 scans and per scan kind, and seconds.
 
-    python bench/bench_ct_tuning.py [--settings JSON]
+    python bench/bench_ct_tuning.py [--settings JSON] [--prior REFERENCE]
 
 ``JSON`` is a list of ``[method, parameters]``; the default compares TV, DDS and RMP-VI
 at their defaults and DDS and RMP-VI with one change at a time (about 25 minutes on one
-thread).
+thread). ``--prior`` takes a prior reference (:mod:`medrecon.priors.defaults`; default: the
+shipped CT prior), to compare a retrained prior on the same scans.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def scans() -> list[tuple[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=json.dumps(DEFAULT_SETTINGS))
+    parser.add_argument("--prior", default="default")
     args = parser.parse_args()
-    prior, _ = load_named_prior("default", "ct")
+    prior, _ = load_named_prior(args.prior, "ct")
     cases = scans()
     kinds = [f"{v} views, {p}" for v, p in SCANS]
     print("| method | parameters | mean PSNR | " + " | ".join(kinds) + " | s |")

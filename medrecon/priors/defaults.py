@@ -25,10 +25,10 @@ The channels must fit the modality: one (real) for CT, two (complex) for MRI.
 
 Retrain an embedded default with ``python -m medrecon.priors.defaults ct`` (or
 ``mri``): the recipe is :data:`medrecon.data.priors.RECIPES`, trained stage by stage
-(:func:`recipe_stages`: a ``finetune`` stage starts from the previous stage's export;
-``--init PATH`` starts it from a given checkpoint instead); the full checkpoints (with
-the optimiser, for resuming) go to ``--work``, and the weights-only export replaces the
-shipped ``ct.pt`` / ``mri.pt`` unless ``--output`` names another file.
+(:func:`recipe_stages`: each ``finetune`` stage starts from the previous stage's export;
+``--init PATH`` starts the first of them from a given checkpoint instead); the full
+checkpoints (with the optimiser, for resuming) go to ``--work``, and the weights-only
+export replaces the shipped ``ct.pt`` / ``mri.pt`` unless ``--output`` names another file.
 """
 
 from __future__ import annotations
@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="override the last stage's steps (to train in parts: resumes)")
     parser.add_argument("--init", type=Path, default=None,
-                        help="a recipe with a fine-tuning stage: start it from this "
-                        "checkpoint instead of training the first stage")
+                        help="a recipe with fine-tuning stages: start the first of them "
+                        "from this checkpoint instead of training the first stage")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     init = args.init
     for index, stage in enumerate(stages):
-        name = args.modality if index == 0 else f"{args.modality}_finetune"
+        name = args.modality if index == 0 else \
+            f"{args.modality}_finetune{index if index > 1 else ''}"
         if index == 0 and init is not None:
             continue  # the first stage's export is given
         full = _train_stage(stage, args.modality, args.work / f"{name}_full.pt", init,
@@ -190,15 +191,19 @@ def main(argv: list[str] | None = None) -> None:
 
 def recipe_stages(modality: str) -> list[dict[str, object]]:
     """The training stages of ``modality``'s recipe (:data:`~medrecon.data.priors.RECIPES`):
-    the recipe without its ``finetune`` entry, then, where there is one, the recipe with
-    that entry's values.
+    the recipe without its ``finetune`` entry, then, where there is one, one stage per
+    fine-tuning entry (a dict, or a list of them), each the previous stage with that
+    entry's values.
 
     >>> [(s["steps"], s["lr"]) for s in recipe_stages("ct")]
-    [(6000, 0.0004), (2000, 0.0001)]
+    [(6000, 0.0004), (2000, 0.0001), (14000, 0.0001)]
     """
     recipe = dict(RECIPES[modality])
-    finetune = recipe.pop("finetune", None)
-    return [recipe] if finetune is None else [recipe, {**recipe, **finetune}]
+    finetune = recipe.pop("finetune", [])
+    stages = [recipe]
+    for entry in [finetune] if isinstance(finetune, dict) else finetune:
+        stages.append({**stages[-1], **entry})
+    return stages
 
 
 def _train_stage(stage: dict[str, object], modality: str, full: Path, init: Path | None,

@@ -9,28 +9,30 @@ views with 2e4 photons. Every setting runs through :func:`medrecon.run.reconstru
 scans and per scan kind, and seconds.
 
     python bench/bench_ct_tuning.py [--settings JSON] [--prior REFERENCE]
+                                    [--scans 30:2e5,60:2e4]
 
 ``JSON`` is a list of ``[method, parameters]``; the default compares TV, DDS and RMP-VI
 at their defaults and DDS and RMP-VI with one change at a time (about 25 minutes on one
 thread). ``--prior`` takes a prior reference (:mod:`medrecon.priors.defaults`; default: the
-shipped CT prior), to compare a retrained prior on the same scans.
+shipped CT prior), to compare a retrained prior on the same scans; ``--scans`` lists
+``views:photons`` (default: :data:`SCANS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+from settings_table import print_settings_table
 
 from medrecon.data.phantom import ct_mix_phantom
 from medrecon.data.sinogram_simulate import simulate_sinogram
 from medrecon.operators.ct_geometry import CTGeometry
 from medrecon.priors.defaults import load_named_prior
-from medrecon.run import reconstruct_study
 from medrecon.studies.ct import CTStudy
 
 SEEDS = (50_000, 50_001, 50_002, 50_003)
@@ -38,7 +40,8 @@ SCANS = ((30, "2e5"), (60, "2e4"))
 DEFAULT_SETTINGS = [
     ["tv", {}], ["dds", {}], ["rmpvi", {}],
     ["dds", {"eta": 0.5}], ["dds", {"eta": 0.0}],
-    ["dds", {"sigma_min": 0.005}], ["dds", {"sigma_min": 0.05}], ["dds", {"sigma_min": 0.1}],
+    ["dds", {"noise_sigma_min": 0.0, "sigma_min": 0.02}], ["dds", {"noise_sigma_min": 2.0}],
+    ["dds", {"noise_sigma_min": 4.0}],
     ["dds", {"relative_gamma": 30}], ["dds", {"relative_gamma": 300}],
     ["dds", {"n_samples": 4}], ["rmpvi", {"sigma_min": 0.02}],
     ["rmpvi", {"gamma": 1.0}], ["rmpvi", {"gamma": 4.0}],
@@ -46,13 +49,14 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def scans() -> list[tuple[str, object]]:
-    """``(label, sinogram)`` of every held-out crop under every scan of :data:`SCANS`."""
+def scans(kinds: tuple[tuple[int, str], ...] = SCANS) -> list[tuple[str, object]]:
+    """``(label, sinogram)`` of every held-out crop under every ``(views, photons)`` of
+    ``kinds``."""
     out = []
     for seed in SEEDS:
         phantom = ct_mix_phantom(256, seed=seed)
         image = phantom.image[64:192, 64:192].astype(np.float32)
-        for views, photons in SCANS:
+        for views, photons in kinds:
             geometry = CTGeometry.parallel(image.shape, views, pixel_size=phantom.pixel_size)
             sinogram = simulate_sinogram(image, geometry, noise=f"poisson:{photons}",
                                          generator=torch.Generator().manual_seed(views))
@@ -64,22 +68,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=json.dumps(DEFAULT_SETTINGS))
     parser.add_argument("--prior", default="default")
+    parser.add_argument("--scans", default=",".join(f"{v}:{p}" for v, p in SCANS))
     args = parser.parse_args()
     prior, _ = load_named_prior(args.prior, "ct")
-    cases = scans()
-    kinds = [f"{v} views, {p}" for v, p in SCANS]
-    print("| method | parameters | mean PSNR | " + " | ".join(kinds) + " | s |")
-    print("|---|---|---|" + "---|" * len(kinds) + "---|", flush=True)
-    for name, params in json.loads(args.settings):
-        start, psnr = time.perf_counter(), {}
-        for label, sinogram in cases:
-            result = reconstruct_study(CTStudy(Path(label), sinogram), name, params,
-                                       prior=prior, generator=torch.Generator().manual_seed(0))
-            psnr.setdefault(label, []).append(result.metrics["psnr"])
-        every = [v for values in psnr.values() for v in values]
-        cells = " | ".join(f"{np.mean(psnr[k]):.2f}" for k in kinds)
-        print(f"| {name} | {json.dumps(params)} | {np.mean(every):.2f} | {cells} | "
-              f"{time.perf_counter() - start:.0f} |", flush=True)
+    chosen = tuple((int(v), p) for v, p in (s.split(":") for s in args.scans.split(",")))
+    cases = scans(chosen)
+    kinds = [f"{v} views, {p}" for v, p in chosen]
+    print_settings_table(json.loads(args.settings),
+                         [(label, partial(CTStudy, Path(label), sinogram))
+                          for label, sinogram in cases], kinds, prior)
 
 
 if __name__ == "__main__":

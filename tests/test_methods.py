@@ -146,6 +146,25 @@ def test_dds_data_weight_follows_the_noise_above_the_reference():
     assert noise_factor(0.1, 0.0) == 1.0 and noise_factor(0.0, 1e-3) == 1.0
 
 
+def test_dds_schedule_ends_at_the_data_noise_when_asked():
+    """``noise_sigma_min = c``: the last noise level is ``max(sigma_min, c nu)`` (``nu``
+    the data's noise in the prior's space), below ``sigma_max``; the number of steps and
+    the first level stay; ``c = 0`` keeps ``sigma_min`` at every noise."""
+    base, prior = _task(), _prior()
+    record = METHODS["dds"]
+    plain = record.parameters("ct", {"noise_sigma_min": 0.0})
+    follows = record.parameters("ct", {"noise_sigma_min": 3.0})
+    norm = base.operator_norm() * record.prepare(base, plain, prior, None)[1]["denoiser"].scale
+    for noise, end in ((1e-3, plain.sigma_min), (0.05, 0.15), (100.0, plain.sigma_max / 2)):
+        task = _NoisyTask(base.problem, noise * norm)
+        sigmas = record.prepare(task, follows, prior, None)[1]["sigmas"]
+        assert float(sigmas[-1]) == pytest.approx(end, rel=1e-5)
+        assert len(sigmas) == follows.steps
+        assert float(sigmas[0]) == pytest.approx(follows.sigma_max, rel=1e-6)
+        fixed = record.prepare(task, plain, prior, None)[1]["sigmas"]
+        assert float(fixed[-1]) == pytest.approx(plain.sigma_min, rel=1e-6)
+
+
 @pytest.mark.parametrize("name", ["cgsense", "l1wavelet"])
 def test_classical_weights_grow_with_the_noise(name):
     """``weight`` alone at no noise; ``noise_weight nu^2`` added (CG-SENSE: times

@@ -165,6 +165,21 @@ def test_dds_schedule_ends_at_the_data_noise_when_asked():
         assert float(fixed[-1]) == pytest.approx(plain.sigma_min, rel=1e-6)
 
 
+def test_rmpvi_data_weight_falls_to_bayes_rule_above_the_reference_noise():
+    """``gamma`` up to ``reference_noise``, then ``1 + (gamma - 1) reference / nu``:
+    towards Bayes' rule (1), never below it; ``reference_noise = 0`` keeps ``gamma``."""
+    base, prior = _task(), _prior()
+    record = METHODS["rmpvi"]
+    params = record.parameters("ct", {"gamma": 3.0, "reference_noise": 0.01})
+    fixed = record.parameters("ct", {"gamma": 3.0, "reference_noise": 0.0})
+    norm = base.operator_norm() * record.prepare(base, params, prior, None)[1]["denoiser"].scale
+    for noise, gamma in ((0.005, 3.0), (0.01, 3.0), (0.04, 1.5), (10.0, 1.002)):
+        task = _NoisyTask(base.problem, noise * norm)
+        assert record.prepare(task, params, prior, None)[1]["gamma"] == pytest.approx(
+            gamma, rel=1e-6)
+        assert record.prepare(task, fixed, prior, None)[1]["gamma"] == 3.0
+
+
 @pytest.mark.parametrize("name", ["cgsense", "l1wavelet"])
 def test_classical_weights_grow_with_the_noise(name):
     """``weight`` alone at no noise; ``noise_weight nu^2`` added (CG-SENSE: times

@@ -549,7 +549,7 @@ falls (:func:`dds_gamma`); with 30 steps at 2e-2 on a held-out brain slice this 
 DDS's CT schedule ends at ``max(0.005, 3 nu)`` (:func:`dds_sigma_min`): on the held-out
 crops of bench/bench_ct_tuning.py 33.37 / 31.52 / 38.54 dB at 30 views 2e5, 60 views
 2e4 and 60 views 1e6 photons, against 33.30 / 30.83 / 37.50 for the fixed end at 0.02;
-on MRI any ``noise_sigma_min`` lowered DDS (bench/bench_mri_tuning.py), so it is 0 there.
+on MRI ``noise_sigma_min`` 2 and 4 lowered DDS (bench/bench_mri_tuning.py), so it is 0 there.
 RMP-VI: the CG data step (Pi-GDM's Gaussian Jacobian with the full ``A A^H``) with
 gamma 2 and 6 levels of 10 iterations (50 evaluations): on held-out CT phantom slices
 29.97 / 28.88 dB at 30 views (DDS at 50 steps 25.87 / 26.22), on a held-out brain slice

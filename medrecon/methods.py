@@ -435,7 +435,7 @@ def rmpvi_gamma(task: Task, p: RMPVIParams, denoiser: Denoiser) -> float:
     if not (p.reference_noise > 0 and p.gamma > 1):
         return p.gamma
     noise = prior_space_noise(task, denoiser)[1]
-    return 1 + (p.gamma - 1) * min(1.0, p.reference_noise / noise) if noise > 0 else p.gamma
+    return 1 + (p.gamma - 1) * noise_factor(noise, p.reference_noise) ** 0.5
 
 
 def _rmpvi(task: Task, p: RMPVIParams, prior, generator):

@@ -112,7 +112,8 @@ class MappedPrior:
 
 class BaseTask(ABC):
     """One solve of a study (see :class:`medrecon.methods.Task`): the problem in solver
-    units, with the operator norm and the rough image computed at most once."""
+    units, with the operator norm, the noise estimate and the rough image computed at most
+    once."""
 
     modality: str
 
@@ -120,6 +121,7 @@ class BaseTask(ABC):
         self.problem = problem
         self.sigma_y = sigma_y
         self._norm: float | None = None
+        self._noise: float | None = None
         self._rough: torch.Tensor | None = None
         self._level: float | None = None
 
@@ -140,7 +142,12 @@ class BaseTask(ABC):
         return self._rough
 
     def noise_level(self) -> float:
-        return self.sigma_y if self.sigma_y is not None else self.estimated_noise()
+        """``sigma_y`` if given, else :meth:`estimated_noise` (computed once)."""
+        if self.sigma_y is not None:
+            return self.sigma_y
+        if self._noise is None:
+            self._noise = self.estimated_noise()
+        return self._noise
 
     def image_level(self) -> float:
         """The image's bright-tissue level: the :data:`IMAGE_QUANTILE` of ``|x|`` of

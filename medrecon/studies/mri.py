@@ -311,7 +311,6 @@ class MRITask(BaseTask):
         self.scale = scale
         self.columns = columns
         self.calibration = calibration
-        self._noise: float | None = None
         self._baseline: torch.Tensor | None = None
         self._soft: Problem | bool | None = None
         self._density: torch.Tensor | bool | None = None
@@ -367,15 +366,13 @@ class MRITask(BaseTask):
     def estimated_noise(self) -> float:
         """The smaller of :func:`kspace_noise` (the k-space periphery) and, for Cartesian
         data, :func:`background_noise` (the empty image rows): the object's signal can
-        only raise either, so the smaller is the nearer (computed once)."""
-        if self._noise is None:
-            estimates = [kspace_noise(self.problem.y, self.radius)]
-            if self.columns is not None and self.problem.y.ndim >= 2:
-                background = background_noise(self.problem.y, self.columns)
-                if background is not None:
-                    estimates.append(background)
-            self._noise = min(estimates)
-        return self._noise
+        only raise either, so the smaller is the nearer."""
+        estimates = [kspace_noise(self.problem.y, self.radius)]
+        if self.columns is not None and self.problem.y.ndim >= 2:
+            background = background_noise(self.problem.y, self.columns)
+            if background is not None:
+                estimates.append(background)
+        return min(estimates)
 
     def prior_in_units(self, denoiser: Denoiser) -> Denoiser:
         return mri_prior(denoiser, self.rough_image())

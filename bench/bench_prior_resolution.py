@@ -37,14 +37,18 @@ from medrecon.studies import open_study
 from medrecon.studies.mri import MRITask
 
 
-def fov_filling_slice(seed: int, size: int = 64) -> np.ndarray:
-    """A held-out MNI slice (complex) resampled so that the head's bounding box is the
-    field of view (tests/test_mri_study.py's helper at ``fraction = 1``)."""
+def fov_filling_slice(seed: int, size: int = 64, kind: str = "mni") -> np.ndarray:
+    """A held-out slice (complex) resampled so that the head's bounding box is the field
+    of view (tests/test_mri_study.py's helper at ``fraction = 1``): of the MNI template
+    (``kind`` ``"mni"``) or a head of the mixed MR family (``"head"``,
+    :func:`medrecon.data.mr_mix.head_slice`), from the held-out template slices."""
     from scipy import ndimage
 
     from medrecon.data.mni import HELDOUT_SLICES, mni152_slice
+    from medrecon.data.mr_mix import head_slice
 
-    x = mni152_slice(seed, size=256, slices=HELDOUT_SLICES)
+    generate = {"mni": mni152_slice, "head": head_slice}[kind]
+    x = generate(seed, size=256, slices=HELDOUT_SLICES)
     head = np.abs(x) > 0.1 * np.abs(x).max()
     rows, cols = np.flatnonzero(head.any(1)), np.flatnonzero(head.any(0))
     side = min(rows[-1] - rows[0], cols[-1] - cols[0])

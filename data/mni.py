@@ -57,14 +57,20 @@ def _template() -> np.ndarray:
     return volume / float(volume.max())
 
 
-def mni152_slice(seed: int, *, size: int = 256, slices: range = TRAIN_SLICES) -> np.ndarray:
-    """One augmented complex64 ``(size, size)`` slice (module docstring), magnitude about
-    in [0, 1]; the slice index and every augmentation are drawn from ``seed``."""
-    rng = np.random.default_rng(seed)
-    volume = _template()
+def template_plane(rng: np.random.Generator, slices: range) -> np.ndarray:
+    """An axial template slice ``(y, x)``, anterior at the top, its index drawn from
+    ``slices``."""
     z = int(rng.integers(slices.start, slices.stop))
-    plane = volume[:, :, z].T[::-1]          # (y, x): anterior at the top
-    pixel = FIELD_OF_VIEW_MM / size
+    return _template()[:, :, z].T[::-1]
+
+
+def augmented_coordinates(rng: np.random.Generator, size: int, plane_shape: tuple[int, int],
+                          field_of_view: float = FIELD_OF_VIEW_MM) -> np.ndarray:
+    """Template coordinates (1 mm voxels) of each pixel of a ``size x size`` grid of
+    ``field_of_view / size`` mm pixels: a random rotation (+-15 degrees), scaling
+    (0.85 .. 1.15), shift (+-8 mm) and elastic displacement (a 6 x 6 grid of standard
+    deviation 3 mm, cubic-spline interpolated), as ``(2, size, size)``."""
+    pixel = field_of_view / size
     angle = np.deg2rad(rng.uniform(-15, 15))
     zoom = rng.uniform(0.85, 1.15)
     shift = rng.uniform(-8, 8, size=2)
@@ -72,13 +78,21 @@ def mni152_slice(seed: int, *, size: int = 256, slices: range = TRAIN_SLICES) ->
                              np.arange(size) - (size - 1) / 2, indexing="ij")
     coarse = rng.normal(0.0, 3.0, size=(2, 6, 6))
     warp = [ndimage.zoom(c, size / 6, order=3)[:size, :size] for c in coarse]
-    # output pixel -> template mm (1 mm voxels) around the template's centre
     cos, sin = np.cos(angle), np.sin(angle)
     y_mm = (cos * rows - sin * cols) * pixel / zoom + shift[0] + warp[0]
     x_mm = (sin * rows + cos * cols) * pixel / zoom + shift[1] + warp[1]
-    centre = (np.asarray(plane.shape) - 1) / 2
-    magnitude = ndimage.map_coordinates(plane, [y_mm + centre[0], x_mm + centre[1]], order=1,
-                                        mode="constant", cval=0.0)
+    centre = (np.asarray(plane_shape) - 1) / 2
+    return np.stack([y_mm + centre[0], x_mm + centre[1]])
+
+
+def mni152_slice(seed: int, *, size: int = 256, slices: range = TRAIN_SLICES) -> np.ndarray:
+    """One augmented complex64 ``(size, size)`` slice (module docstring), magnitude about
+    in [0, 1]; the slice index and every augmentation are drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    plane = template_plane(rng, slices)
+    coordinates = augmented_coordinates(rng, size, plane.shape)
+    magnitude = ndimage.map_coordinates(plane, coordinates, order=1, mode="constant",
+                                        cval=0.0)
     magnitude = np.clip(magnitude, 0, None) ** rng.uniform(0.6, 1.6)
     bias = 1.0 + 0.2 * smooth_phase((size, size), rng, max_phase=1.0)
     phase = smooth_phase((size, size), rng, max_phase=np.pi)

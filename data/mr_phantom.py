@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from medrecon.data.phantom import ct_phantom
 
-__all__ = ["mr_phantom", "smooth_phase"]
+__all__ = ["body_mask", "mr_phantom", "smooth_phase"]
 
 # (HU, magnitude) knots of the T1-like lookup, increasing in HU
 _T1_KNOTS = (
@@ -53,7 +53,7 @@ def smooth_phase(shape: tuple[int, int], rng: np.random.Generator,
     return phase * (max_phase / peak) if peak > 0 else phase
 
 
-def _body_mask(hu: np.ndarray, pixel_size: float) -> np.ndarray:
+def body_mask(hu: np.ndarray, pixel_size: float) -> np.ndarray:
     """The body: the largest region above -500 HU after an opening of about 4 mm that
     cuts it from the thin table shell, holes filled, grown back within the threshold."""
     above = hu > -500.0
@@ -78,7 +78,7 @@ def mr_phantom(size: int = 256, *, seed: int = 0, region: str = "abdomen",
     phantom = ct_phantom(size, seed=seed, region=region)
     hu = phantom.image.astype(np.float64)
     knots_hu, knots_value = np.array(_T1_KNOTS).T
-    magnitude = np.interp(hu, knots_hu, knots_value) * _body_mask(hu, phantom.pixel_size)
+    magnitude = np.interp(hu, knots_hu, knots_value) * body_mask(hu, phantom.pixel_size)
     rng = np.random.default_rng([seed, 1])
     phase = smooth_phase(hu.shape, rng, max_phase)
     return (magnitude * np.exp(1j * phase)).astype(np.complex64)

@@ -18,6 +18,10 @@ Sources (``paths`` of :func:`load_training_set`):
 - ``mni152`` or ``mni152:N`` (MRI only, needs nilearn): ``N`` augmented complex slices
   (default 64) of the MNI152 T1 template, seeds 0..N-1, 256 x 256
   (:func:`medrecon.data.mni.mni152_slice`).
+- ``mrmix`` or ``mrmix:N`` (MRI only, needs nilearn): ``N`` complex slices (default 64)
+  of the mixed MR family, seeds 0..N-1, 256 x 256: individual-looking heads (skull,
+  scalp, crisp cortex, texture, T1/T2/PD/FLAIR-like contrasts) from template slices and
+  MR-like body slices from the mixed CT family (:func:`medrecon.data.mr_mix.mr_mix_slice`).
 
 Normalisation (stored in the checkpoint, ``data = scale * x + offset``):
 
@@ -66,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 CT_SCALE = 1000.0
 DEFAULT_PHANTOMS = 64
-GENERATED = {"phantom": "ct", "ctmix": "ct", "mni152": "mri"}
+GENERATED = {"phantom": "ct", "ctmix": "ct", "mni152": "mri", "mrmix": "mri"}
 PHANTOM_SIZE = 256
 LOWRES_LINES = 24
 
@@ -194,10 +198,12 @@ def _kind(path: Path) -> str:
 
 
 def _read(item: str | Path, modality: str, crop: int) -> list[torch.Tensor]:
-    if isinstance(item, str) and item.startswith("mni152"):
+    if isinstance(item, str) and item.startswith(("mni152", "mrmix")):
         from medrecon.data.mni import mni152_slice
+        from medrecon.data.mr_mix import mr_mix_slice
 
-        slices = [torch.from_numpy(mni152_slice(s, size=PHANTOM_SIZE))
+        generate = mni152_slice if item.startswith("mni152") else mr_mix_slice
+        slices = [torch.from_numpy(generate(s, size=PHANTOM_SIZE))
                   for s in range(_generated_count(item))]
         images = [_mri(s) for s in slices if min(s.shape) >= crop]
         return [im for im in images if im is not None]

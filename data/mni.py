@@ -64,6 +64,14 @@ def template_plane(rng: np.random.Generator, slices: range) -> np.ndarray:
     return _template()[:, :, z].T[::-1]
 
 
+def smooth_displacement(rng: np.random.Generator, size: int, grid: int,
+                        std: float) -> np.ndarray:
+    """A ``(2, size, size)`` displacement cubic-spline interpolated from a random
+    ``grid x grid`` one of standard deviation ``std``."""
+    coarse = rng.normal(0.0, std, size=(2, grid, grid))
+    return np.stack([ndimage.zoom(c, size / grid, order=3)[:size, :size] for c in coarse])
+
+
 def augmented_coordinates(rng: np.random.Generator, size: int, plane_shape: tuple[int, int],
                           field_of_view: float = FIELD_OF_VIEW_MM) -> np.ndarray:
     """Template coordinates (1 mm voxels) of each pixel of a ``size x size`` grid of
@@ -76,8 +84,7 @@ def augmented_coordinates(rng: np.random.Generator, size: int, plane_shape: tupl
     shift = rng.uniform(-8, 8, size=2)
     rows, cols = np.meshgrid(np.arange(size) - (size - 1) / 2,
                              np.arange(size) - (size - 1) / 2, indexing="ij")
-    coarse = rng.normal(0.0, 3.0, size=(2, 6, 6))
-    warp = [ndimage.zoom(c, size / 6, order=3)[:size, :size] for c in coarse]
+    warp = smooth_displacement(rng, size, 6, 3.0)
     cos, sin = np.cos(angle), np.sin(angle)
     y_mm = (cos * rows - sin * cols) * pixel / zoom + shift[0] + warp[0]
     x_mm = (sin * rows + cos * cols) * pixel / zoom + shift[1] + warp[1]

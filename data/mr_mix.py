@@ -43,7 +43,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from medrecon.data.mni import TRAIN_SLICES, augmented_coordinates, template_plane
+from medrecon.data.mni import (
+    TRAIN_SLICES,
+    augmented_coordinates,
+    smooth_displacement,
+    template_plane,
+)
 from medrecon.data.mr_phantom import body_mask, smooth_phase
 from medrecon.data.phantom import ct_mix_phantom
 
@@ -80,7 +85,7 @@ def head_slice(seed: int, *, size: int = 256, slices: range = TRAIN_SLICES) -> n
     field_of_view = rng.uniform(180.0, 260.0)
     pixel = field_of_view / size
     coordinates = augmented_coordinates(rng, size, plane.shape, field_of_view)
-    coordinates += _smooth_field(rng, size, 16, 0.8)
+    coordinates += smooth_displacement(rng, size, 16, 0.8)
     level = ndimage.map_coordinates(plane, coordinates, order=3, mode="constant", cval=0.0)
     level = np.clip(level, 0.0, 1.0)
     gain = rng.uniform(0.5, 2.0)
@@ -136,9 +141,3 @@ def _finish(rng: np.random.Generator, magnitude: np.ndarray) -> np.ndarray:
     phase = smooth_phase(shape, rng, max_phase=np.pi)
     return (magnitude * np.exp(1j * phase)).astype(np.complex64)
 
-
-def _smooth_field(rng: np.random.Generator, size: int, grid: int, std: float) -> np.ndarray:
-    """A ``(2, size, size)`` displacement (voxels) cubic-spline interpolated from a
-    ``grid x grid`` one of standard deviation ``std``."""
-    coarse = rng.normal(0.0, std, size=(2, grid, grid))
-    return np.stack([ndimage.zoom(c, size / grid, order=3)[:size, :size] for c in coarse])

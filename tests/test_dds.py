@@ -10,7 +10,7 @@ from medrecon.priors.gaussian import GaussianPrior
 from medrecon.solvers.dds import dds
 from medrecon.solvers.linalg import conjugate_gradient
 from medrecon.solvers.problem import Problem
-from medrecon.solvers.schedules import karras
+from medrecon.solvers.schedules import karras, truncated
 
 F64, C128 = torch.float64, torch.complex128
 
@@ -60,6 +60,27 @@ def test_noisy_dds_samples_centre_on_the_posterior():
     ratio = (result.std[0] ** 2).sum() / torch.diagonal(posteriors[0].covariance).sum()
     assert 0.6 < float(ratio) < 1.2
     assert result.info["noisy"] is True and result.nfe == 500 * 50
+
+
+def test_warm_started_dds_contracts_to_the_posterior_from_its_start():
+    """CCDF (Chung, Sim & Ye 2022): from a rough estimate (``A^H y``) re-noised to the
+    first level below 0.5 (16 of the 50 levels) the mean of 500 chains is at least as near
+    the exact posterior mean as from noise at sigma 50 (measured 0.046 and 0.079
+    relative); a start at the last level alone keeps what the data do not fix from
+    ``x_init`` (measured 10.6; a solver ignoring ``x_init`` gives 0.34 there)."""
+    problem, prior = _problem(F64, 0.1)
+    exact = torch.stack([prior.posterior(problem.operator, y, 0.1).mean for y in problem.y])
+    levels = truncated(karras(0.01, 50.0, 50), 0.5)
+    rough = problem.operator.H(problem.y)
+    result = dds(problem, prior, levels, cg_iter=5, gamma=1.0, eta=0.5, n_samples=500,
+                 generator=torch.Generator().manual_seed(3), x_init=rough)
+    error = torch.linalg.vector_norm(result.image - exact) / torch.linalg.vector_norm(exact)
+    assert len(levels) == 16 and result.nfe == 500 * 16 and float(error) < 0.1
+    wrong = torch.full_like(rough, 5.0)
+    kept = dds(problem, prior, levels[-1:], cg_iter=5, gamma=1.0, eta=0.5,
+               generator=torch.Generator().manual_seed(3), x_init=wrong)
+    error = torch.linalg.vector_norm(kept.image - exact) / torch.linalg.vector_norm(exact)
+    assert kept.nfe == 1 and float(error) > 2.0
 
 
 def test_eta_and_schedule_are_checked():

@@ -21,6 +21,7 @@ from medrecon.methods import (
 from medrecon.operators.base import MatrixOperator
 from medrecon.priors.gaussian import GaussianPrior
 from medrecon.solvers.problem import Problem
+from medrecon.solvers.schedules import karras, truncated
 from medrecon.studies.mri import MRITask
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -106,7 +107,12 @@ def test_dds_gamma_scales_with_the_operator_norm():
     assert arguments["gamma"] == pytest.approx(params.relative_gamma / (norm * mapped.scale) ** 2
                                                * noise_factor(noise, params.reference_noise),
                                                rel=1e-3)
-    assert len(arguments["sigmas"]) == params.steps and arguments["eta"] == params.eta
+    full = karras(params.sigma_min, params.sigma_max, params.steps)
+    assert torch.equal(arguments["sigmas"], truncated(full, params.warm_start))
+    assert 0 < len(arguments["sigmas"]) < params.steps and arguments["eta"] == params.eta
+    assert torch.equal(arguments["x_init"], task.rough_image())  # the warm start's image
+    cold = record.prepare(task, record.parameters("mri", {"warm_start": 0.0}), prior, None)[1]
+    assert torch.equal(cold["sigmas"], full) and "x_init" not in cold
     assert problem.sigma_y == pytest.approx(task.noise_level())
     # the same relative weight on a twice larger operator: a quarter of the gamma
     twice = MRITask(Problem(task.problem.operator * 2.0, 2.0 * task.problem.y),
@@ -152,8 +158,8 @@ def test_dds_schedule_ends_at_the_data_noise_when_asked():
     the first level stay; ``c = 0`` keeps ``sigma_min`` at every noise."""
     base, prior = _task(), _prior()
     record = METHODS["dds"]
-    plain = record.parameters("ct", {"noise_sigma_min": 0.0})
-    follows = record.parameters("ct", {"noise_sigma_min": 3.0})
+    plain = record.parameters("ct", {"noise_sigma_min": 0.0, "warm_start": 0.0})
+    follows = record.parameters("ct", {"noise_sigma_min": 3.0, "warm_start": 0.0})
     norm = base.operator_norm() * record.prepare(base, plain, prior, None)[1]["denoiser"].scale
     for noise, end in ((1e-3, plain.sigma_min), (0.05, 0.15), (100.0, plain.sigma_max / 2)):
         task = _NoisyTask(base.problem, noise * norm)

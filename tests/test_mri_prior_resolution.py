@@ -137,7 +137,8 @@ def test_dds_on_the_prior_grid_beats_the_native_grid_on_a_fov_filling_slice(tmp_
     """(About 7 s.) A generated 64 x 64 slice whose head fills the field of view (held-out MNI seed
     10000, the first image of bench/bench_prior_resolution.py), R = 4, noise 1e-3: DDS on the
     prior's grid (f = 2) against the native grid (f forced to 1); the study's volume
-    stays 64 x 64."""
+    stays 64 x 64. One chain from noise, where the grid matters most (the default warm
+    start with 4 samples measured 40.84 against 40.29 dB)."""
     import medrecon.studies.mri_resolution as resolution
     from medrecon.data.kspace_simulate import simulate_kspace
     from medrecon.data.kspace_write import write_kspace_file
@@ -153,7 +154,8 @@ def test_dds_on_the_prior_grid_beats_the_native_grid_on_a_fov_filling_slice(tmp_
 
     def dds():
         with open_study(path, "mri") as study:
-            return reconstruct_study(study, "dds", {}, prior=prior,
+            return reconstruct_study(study, "dds", {"warm_start": 0.0, "n_samples": 1},
+                                     prior=prior,
                                      generator=torch.Generator().manual_seed(0))
 
     matched = dds()

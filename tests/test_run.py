@@ -12,6 +12,7 @@ import pytest
 from medrecon import run as runner
 from medrecon.cli import EXIT_BAD_INPUT, main
 from medrecon.data.nifti import read_nifti
+from medrecon.methods import METHODS
 from medrecon.protocol import load_protocol, shipped_protocols
 
 SIZE = 64
@@ -91,7 +92,8 @@ def test_every_shipped_protocol_runs(capsys, studies, tmp_path, name):
     volume = read_nifti(tmp_path / f"{stem}.nii.gz")
     assert volume.array.shape[-2:] == (SIZE, SIZE) and np.isfinite(volume.array).all()
     assert (tmp_path / f"{stem}.png").stat().st_size > 1000
-    has_std = protocol.solver.name == "dps"
+    params = METHODS[protocol.solver.name].parameters(protocol.modality, protocol.solver.params)
+    has_std = getattr(params, "n_samples", 1) > 1  # DDS and DPS average samples
     assert (tmp_path / f"{stem}_std.nii.gz").is_file() == has_std
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

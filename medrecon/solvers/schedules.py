@@ -7,6 +7,8 @@ Each returns ``n`` sigmas from ``sigma_max`` down to ``sigma_min`` (float64, on
   (Song et al., "Score-based generative modeling through SDEs", ICLR 2021, the VE SDE).
 - :func:`karras`: ``(sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``
   (Karras et al., EDM, NeurIPS 2022, eq. 5; ``rho = 7``).
+- :func:`truncated`: the levels of a schedule at or below a starting level, for a warm
+  start from an estimate (Chung, Sim & Ye, "Come-closer-diffuse-faster", CVPR 2022).
 - :func:`vp_sigmas`: the sigmas of a VP DDPM with a linear beta schedule,
   ``sigma_t = sqrt((1 - abar_t) / abar_t)``, ``abar_t = prod_{s<=t} (1 - beta_s)``
   (Ho et al., DDPM, NeurIPS 2020, with ``beta`` from 1e-4 to 0.02 over 1000 steps),
@@ -19,7 +21,7 @@ import torch
 
 from medrecon.priors.noise import vp_alpha_bar  # re-exported: solvers import it from here
 
-__all__ = ["check_descending", "geometric", "karras", "vp_alpha_bar", "vp_sigmas"]
+__all__ = ["check_descending", "geometric", "karras", "truncated", "vp_alpha_bar", "vp_sigmas"]
 
 
 def _check(sigma_min: float, sigma_max: float, n: int) -> None:
@@ -44,6 +46,24 @@ def karras(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0,
     t = torch.linspace(0, 1, n, dtype=torch.float64, device=device)
     hi, lo = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return (hi + t * (lo - hi)) ** rho
+
+
+def truncated(sigmas: torch.Tensor, sigma_start: float) -> torch.Tensor:
+    """The levels of the descending ``sigmas`` at or below ``sigma_start``; the last level
+    alone where none is. A sampler warm-started from an estimate ``x_init`` starts at
+    ``x_init + sigmas[0] z`` on these levels: Chung, Sim & Ye ("Come-closer-diffuse-faster:
+    accelerating conditional diffusion models for inverse problems through stochastic
+    contraction", CVPR 2022, Theorem 1) show that the reverse steps contract the
+    estimate's error, so a start at ``t0 < T`` (their eq. 8, ``x_t0 = sqrt(abar) x_init +
+    sqrt(1 - abar) z``, VE here) needs only the ``N t0 / T`` steps below it.
+
+    >>> truncated(torch.tensor([10.0, 1.0, 0.3, 0.1], dtype=torch.float64), 0.5).tolist()
+    [0.3, 0.1]
+    >>> truncated(torch.tensor([10.0, 1.0], dtype=torch.float64), 0.5).tolist()
+    [1.0]
+    """
+    kept = sigmas[sigmas <= sigma_start]
+    return kept if kept.numel() else sigmas[-1:]
 
 
 def vp_sigmas(n: int | None = None, n_train: int = 1000, beta_start: float = 1e-4,

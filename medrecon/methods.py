@@ -569,8 +569,9 @@ from noise, in about the same time (4 samples from noise: 34.55 / 32.23 at 3.7 t
 the time; warm start 1.0: 34.57 / 32.27; 0.15 from the TV image: 33.84 / 32.29; 8
 samples: +0.11 dB at 1.7 times the time); on the MRI tuning set 41.94 / 30.67 / 34.36 /
 29.06 dB against 41.32 / 30.45 / 33.80 / 28.31 (R = 4 and 8, noise 1e-3 and 2e-2), at
-1.5 times the time. Starting from the TV image instead of the rough image gave the same
-(within 0.08 dB) at more cost.
+1.14 times the time side by side (2 chains: 33.84 mean against 34.01, in half the time).
+Starting from the TV image instead of the rough image gave the same (within 0.08 dB) at
+more cost.
 RMP-VI: the CG data step (Pi-GDM's Gaussian Jacobian with the full ``A A^H``) with
 gamma 2 and 6 levels of 10 iterations (50 evaluations): on held-out CT phantom slices
 29.97 / 28.88 dB at 30 views (DDS at 50 steps 25.87 / 26.22), on a held-out brain slice

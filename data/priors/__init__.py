@@ -1,13 +1,14 @@
 """The embedded default priors, and the recipe that trains them.
 
 ``ct.pt``: an EDM prior (:class:`medrecon.priors.unet.UNetConfig` default, about 1.1 M
-parameters) trained in three stages, in HU / 1000: on slices of the procedural CT phantom
+parameters) trained in four stages, in HU / 1000: on slices of the procedural CT phantom
 family (``phantom:N``, seeds 0..N-1, abdomen and thorax alternating), then fine-tuned
 (the recipe's ``finetune`` stages, :mod:`medrecon.priors.training`) on those and the mixed
 family ``ctmix:N`` (head, neck, trabecular bone, several pixel sizes, kernel blur and
 CT-like noise), whose anatomy and texture are closer to scans: 2000 steps, then 28000
-more on the same data (the third stage was added, and later doubled, when longer
-training was measured to help on held-out images).
+more on the same data, then 40000 more with another seed (new crops and noise draws);
+the third and fourth stages were added, and the third later doubled, when longer
+training was measured to help on held-out images.
 
 ``mri.pt``: the same network with two channels (complex images) trained on augmented
 axial slices of the MNI152 T1 template that nilearn ships (``mni152:N``, see
@@ -41,7 +42,7 @@ RECIPES: dict[str, dict[str, object]] = {
     "ct": {"data": ["phantom:512"], "steps": 6000, "batch_size": 16, "crop": 64, "lr": 4e-4,
            "ema_decay": 0.999, "seed": 0,
            "finetune": [{"data": ["phantom:512", "ctmix:768"], "steps": 2000, "batch_size": 8,
-                        "lr": 1e-4}, {"steps": 28000}]},
+                        "lr": 1e-4}, {"steps": 28000}, {"steps": 40000, "seed": 1}]},
     "mri": {"data": ["mni152:512"], "steps": 6000, "batch_size": 16, "crop": 64, "lr": 4e-4,
             "ema_decay": 0.999, "seed": 0},
 }

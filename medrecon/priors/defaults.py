@@ -196,7 +196,7 @@ def recipe_stages(modality: str) -> list[dict[str, object]]:
     entry's values.
 
     >>> [(s["steps"], s["lr"]) for s in recipe_stages("ct")]
-    [(6000, 0.0004), (2000, 0.0001), (28000, 0.0001)]
+    [(6000, 0.0004), (2000, 0.0001), (28000, 0.0001), (40000, 0.0001)]
     """
     recipe = dict(RECIPES[modality])
     finetune = recipe.pop("finetune", [])

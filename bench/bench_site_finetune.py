@@ -17,6 +17,11 @@ Markdown table: mean PSNR (dB, data range max - min) and SSIM per scan kind, the
 held-out slices' PSNRs, and the training time.
 
     python bench/bench_site_finetune.py [--steps 300] [--init default] [--workdir DIR]
+                                        [--also phantom:512,ctmix:768]
+
+``--also`` adds training sources to the site's folder (generated ``phantom:N`` /
+``ctmix:N``, as in the default prior's recipe, or other folders), to keep what the init
+knows while it learns the site.
 """
 
 from __future__ import annotations
@@ -101,13 +106,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--init", default="default")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--also", default="", help="more training sources, comma-separated")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
         write_site(work / "scans")
         start = time.perf_counter()
-        tuned_path = train_prior_main([work / "scans"], modality="ct", init=args.init,
+        sources = [work / "scans", *filter(None, args.also.split(","))]
+        tuned_path = train_prior_main(sources, modality="ct", init=args.init,
                                       steps=args.steps, output=work / "ct_site.pt",
                                       log_every=10_000)
         seconds = time.perf_counter() - start

@@ -26,12 +26,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
+from bench_priors import ct_sinogram
 from settings_table import print_settings_table
 
 from medrecon.data.phantom import ct_mix_phantom
-from medrecon.data.sinogram_simulate import simulate_sinogram
-from medrecon.operators.ct_geometry import CTGeometry
 from medrecon.priors.defaults import load_named_prior
 from medrecon.studies.ct import CTStudy
 
@@ -57,10 +55,8 @@ def scans(kinds: tuple[tuple[int, str], ...] = SCANS) -> list[tuple[str, object]
         phantom = ct_mix_phantom(256, seed=seed)
         image = phantom.image[64:192, 64:192].astype(np.float32)
         for views, photons in kinds:
-            geometry = CTGeometry.parallel(image.shape, views, pixel_size=phantom.pixel_size)
-            sinogram = simulate_sinogram(image, geometry, noise=f"poisson:{photons}",
-                                         generator=torch.Generator().manual_seed(views))
-            out.append((f"{views} views, {photons}", sinogram))
+            out.append((f"{views} views, {photons}",
+                        ct_sinogram(image, phantom.pixel_size, views, photons)))
     return out
 
 

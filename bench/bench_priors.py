@@ -115,10 +115,16 @@ def _study_run(open_case: Callable[[], object], prior) -> Run:
     return run
 
 
-def ct_runs(image: np.ndarray, pixel: float, views: int, photons: str, prior) -> Run:
+def ct_sinogram(image: np.ndarray, pixel: float, views: int, photons: str):
+    """The CT scan of these rows: parallel beam over a half turn, Poisson noise of
+    ``photons`` per ray, the generator seeded with the number of views."""
     geometry = CTGeometry.parallel(image.shape, views, pixel_size=pixel)
-    sino = simulate_sinogram(image, geometry, noise=f"poisson:{photons}",
+    return simulate_sinogram(image, geometry, noise=f"poisson:{photons}",
                              generator=torch.Generator().manual_seed(views))
+
+
+def ct_runs(image: np.ndarray, pixel: float, views: int, photons: str, prior) -> Run:
+    sino = ct_sinogram(image, pixel, views, photons)
     return _study_run(lambda: nullcontext(CTStudy(Path(f"ct_{views}_views"), sino)), prior)
 
 

@@ -30,20 +30,18 @@ import argparse
 import logging
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_priors import _pydicom_file
+from bench_priors import _study_run, ct_images, ct_sinogram
 
 from medrecon.data.dicom import write_dicom_series
 from medrecon.data.phantom import ct_phantom
-from medrecon.data.sinogram_simulate import simulate_sinogram
 from medrecon.data.volume import Volume
-from medrecon.operators.ct_geometry import CTGeometry
 from medrecon.priors.defaults import load_named_prior
 from medrecon.priors.training import train_prior_main
-from medrecon.run import reconstruct_study
 from medrecon.studies.ct import CTStudy
 
 PIXEL = 250 / 256
@@ -69,35 +67,23 @@ def write_site(folder: Path) -> None:
                            series_description="site CT")
 
 
-def sinogram(image: np.ndarray, pixel: float, views: int, photons: str):
-    """The scan of bench_priors.py: parallel beam over a half turn, Poisson noise, the
-    generator seeded with the number of views."""
-    geometry = CTGeometry.parallel(image.shape, views, pixel_size=pixel)
-    return simulate_sinogram(image, geometry, noise=f"poisson:{photons}",
-                             generator=torch.Generator().manual_seed(views))
-
-
 def cases() -> list[tuple[str, object]]:
     """``(kind, sinogram)``: the held-out site slices and CT_small."""
-    out = [("site held-out, 30 views 2e5", sinogram(site_slice(s), PIXEL, 30, "2e5"))
+    out = [("site held-out, 30 views 2e5", ct_sinogram(site_slice(s), PIXEL, 30, "2e5"))
            for s in HELDOUT_SEEDS]
-    ds = _pydicom_file("CT_small.dcm")
-    if ds is not None:
-        hu = (ds.pixel_array * float(ds.RescaleSlope)
-              + float(ds.RescaleIntercept)).astype(np.float32)
+    for _, hu, pixel in ct_images(0):  # no phantoms: CT_small alone, if pydicom has it
         for views, photons in ((30, "2e5"), (60, "2e4")):
             out.append((f"CT_small, {views} views {photons}",
-                        sinogram(hu, float(ds.PixelSpacing[0]), views, photons)))
+                        ct_sinogram(hu, pixel, views, photons)))
     return out
 
 
 def evaluate(method: str, prior, scans) -> dict[str, list[tuple[float, float]]]:
+    """``{kind: [(PSNR, SSIM) per scan]}`` of ``method`` at its defaults with ``prior``."""
     scores: dict[str, list[tuple[float, float]]] = {}
     for kind, sino in scans:
-        with CTStudy(Path(kind), sino) as study:
-            result = reconstruct_study(study, method, {}, prior=prior,
-                                       generator=torch.Generator().manual_seed(0))
-        scores.setdefault(kind, []).append((result.metrics["psnr"], result.metrics["ssim"]))
+        metrics, _ = _study_run(partial(CTStudy, Path(kind), sino), prior)(method)
+        scores.setdefault(kind, []).append((metrics["psnr"], metrics["ssim"]))
     return scores
 
 
